@@ -1,0 +1,18 @@
+# vigil developer entry points. See README.md.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/vigil/target
+export VIGIL_CLUSTER_DIR ?= /tmp/vigil-cluster
+
+.PHONY: build cluster-up cluster-down test demo run crds bench
+
+build:
+	cargo build --workspace --bins
+
+cluster-up:
+	@tests/cluster/up.sh
+
+cluster-down:
+	@tests/cluster/down.sh
+
+test:
+	@tests/run-all.sh
