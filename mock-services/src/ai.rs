@@ -18,10 +18,24 @@ use crate::SharedState;
 
 const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
 /// Keys whose presence (non-empty) says an enrichment did not deliver.
-const FAILURE_KEYS: &[&str] =
-    &["failed", "failures", "errors", "missing", "failed_steps", "missing_enrichments", "unavailable"];
+const FAILURE_KEYS: &[&str] = &[
+    "failed",
+    "failures",
+    "errors",
+    "missing",
+    "failed_steps",
+    "missing_enrichments",
+    "unavailable",
+];
 /// Values that say the same, e.g. a step phase of `Failed`.
-const FAILURE_WORDS: &[&str] = &["failed", "error", "timeout", "timedout", "missing", "unavailable"];
+const FAILURE_WORDS: &[&str] = &[
+    "failed",
+    "error",
+    "timeout",
+    "timedout",
+    "missing",
+    "unavailable",
+];
 
 pub fn routes() -> Router<SharedState> {
     Router::new().route("/v1/chat/completions", post(completions))
@@ -56,6 +70,8 @@ impl ChatMessage {
     }
 }
 
+/// Limitation: `stream: true` is ignored and answered with one ordinary completion, so a
+/// client that insists on server-sent events fails; emitting one SSE chunk would fix it.
 async fn completions(body: Bytes) -> Response {
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -119,7 +135,9 @@ pub struct Analysis {
 impl Analysis {
     /// Reads the message as JSON when it is (or contains) a JSON object, else as text.
     pub fn of(text: &str) -> Self {
-        let parsed = serde_json::from_str::<Value>(text).ok().or_else(|| embedded_object(text));
+        let parsed = serde_json::from_str::<Value>(text)
+            .ok()
+            .or_else(|| embedded_object(text));
         let input = parsed.unwrap_or_else(|| Value::String(text.to_owned()));
 
         let severity = find_key(&input, &["severity"])
@@ -142,7 +160,13 @@ impl Analysis {
         if confidence == "low" {
             recommended_actions.insert(0, "Re-run the failed enrichments before acting");
         }
-        Self { severity, confidence, summary, recommended_actions, iocs }
+        Self {
+            severity,
+            confidence,
+            summary,
+            recommended_actions,
+            iocs,
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -160,7 +184,9 @@ impl Analysis {
 fn embedded_object(text: &str) -> Option<Value> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
-    serde_json::from_str(text.get(start..=end)?).ok().filter(Value::is_object)
+    serde_json::from_str(text.get(start..=end)?)
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// The first value under any of these keys, depth first.
@@ -176,7 +202,8 @@ fn find_key<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').map(str::to_ascii_lowercase)
+    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .map(str::to_ascii_lowercase)
 }
 
 fn first_severity_word(text: &str) -> Option<String> {
@@ -200,9 +227,9 @@ fn failure_signals(value: &Value) -> usize {
             })
             .sum(),
         Value::Array(items) => items.iter().map(failure_signals).sum(),
-        Value::String(s) => {
-            words(s).filter(|w| FAILURE_WORDS.contains(&w.as_str())).count()
-        }
+        Value::String(s) => words(s)
+            .filter(|w| FAILURE_WORDS.contains(&w.as_str()))
+            .count(),
         _ => 0,
     }
 }
@@ -211,7 +238,9 @@ fn size(value: &Value) -> usize {
     match value {
         Value::Null | Value::Bool(false) => 0,
         Value::Bool(true) => 1,
-        Value::Number(n) => n.as_u64().map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        Value::Number(n) => n
+            .as_u64()
+            .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         Value::String(s) => usize::from(!s.is_empty()),
         Value::Array(items) => items.len(),
         Value::Object(map) => map.len(),
@@ -224,9 +253,8 @@ fn collect_iocs(value: &Value, out: &mut Vec<String>) {
         Value::String(s) => {
             let tokens = s.split(|c: char| c.is_whitespace() || "\"'()[]{}<>,;|".contains(c));
             for token in tokens.map(|t| t.trim_end_matches(['.', ':', ','])) {
-                let ioc = if token.starts_with("http://") || token.starts_with("https://") {
-                    Some(token.to_owned())
-                } else if token.parse::<IpAddr>().is_ok() {
+                let is_url = token.starts_with("http://") || token.starts_with("https://");
+                let ioc = if is_url || token.parse::<IpAddr>().is_ok() {
                     Some(token.to_owned())
                 } else if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Some(token.to_ascii_lowercase())
@@ -249,7 +277,9 @@ fn summarize(input: &Value, severity: &str, failures: usize) -> String {
     if let Some(first) = severity_word.get_mut(..1) {
         first.make_ascii_uppercase();
     }
-    let text = |keys: &[&str]| find_key(input, keys).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    let text = |keys: &[&str]| {
+        find_key(input, keys).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
 
     let mut summary = format!("{severity_word} severity incident");
     if let Some(user) = text(&["username", "user"]) {
@@ -273,11 +303,17 @@ fn summarize(input: &Value, severity: &str, failures: usize) -> String {
         summary += " Malware was found on an endpoint.";
     }
     if input.is_string() {
-        let excerpt: String = input.as_str().unwrap_or_default().chars().take(160).collect();
+        let excerpt: String = input
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(160)
+            .collect();
         summary += &format!(" Reported: {excerpt}");
     }
     if failures > 0 {
-        summary += &format!(" {failures} enrichment signal(s) failed or missing; confidence reduced.");
+        summary +=
+            &format!(" {failures} enrichment signal(s) failed or missing; confidence reduced.");
     }
     summary
 }
@@ -302,6 +338,9 @@ fn actions_for(severity: &str) -> Vec<&'static str> {
             "Monitor the account for 24 hours",
             "Open an incident ticket for review",
         ],
-        _ => vec!["Close as benign after analyst review", "Keep monitoring the account"],
+        _ => vec![
+            "Close as benign after analyst review",
+            "Keep monitoring the account",
+        ],
     }
 }

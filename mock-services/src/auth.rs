@@ -40,34 +40,58 @@ enum Style {
 
 impl Guard {
     pub fn bearer(token: &str) -> Self {
-        Self { scheme: Scheme::Bearer(token.to_owned()), style: Style::Json }
+        Self {
+            scheme: Scheme::Bearer(token.to_owned()),
+            style: Style::Json,
+        }
     }
 
     pub fn api_key(key: &str) -> Self {
-        Self { scheme: Scheme::ApiKey(key.to_owned()), style: Style::Json }
+        Self {
+            scheme: Scheme::ApiKey(key.to_owned()),
+            style: Style::Json,
+        }
     }
 
     pub fn basic(user: &str, password: &str) -> Self {
-        let scheme = Scheme::Basic { user: user.to_owned(), password: password.to_owned() };
-        Self { scheme, style: Style::ServiceNow }
+        let scheme = Scheme::Basic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        Self {
+            scheme,
+            style: Style::ServiceNow,
+        }
     }
 
     pub fn slack(token: &str) -> Self {
-        Self { style: Style::Slack, ..Self::bearer(token) }
+        Self {
+            style: Style::Slack,
+            ..Self::bearer(token)
+        }
     }
 
     pub fn openai(key: &str) -> Self {
-        Self { style: Style::OpenAi, ..Self::bearer(key) }
+        Self {
+            style: Style::OpenAi,
+            ..Self::bearer(key)
+        }
     }
 
     /// `None` when the request carries the expected credential, else why not.
     fn check(&self, headers: &HeaderMap) -> Option<Refusal> {
-        let header_value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let header_value = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         let authorization = header_value(header::AUTHORIZATION.as_str());
 
         let presented = match &self.scheme {
-            Scheme::Bearer(expected) => authorization
-                .map(|v| v.strip_prefix("Bearer ").is_some_and(|t| same(t.trim(), expected))),
+            Scheme::Bearer(expected) => authorization.map(|v| {
+                v.strip_prefix("Bearer ")
+                    .is_some_and(|t| same(t.trim(), expected))
+            }),
             Scheme::ApiKey(expected) => header_value("x-api-key").map(|v| same(v.trim(), expected)),
             Scheme::Basic { user, password } => authorization.map(|v| {
                 basic_credentials(v).is_some_and(|(u, p)| same(&u, user) & same(&p, password))
@@ -105,7 +129,11 @@ impl Guard {
                 self.challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response())
             }
             Style::Slack => {
-                let error = if missing { "not_authed" } else { "invalid_auth" };
+                let error = if missing {
+                    "not_authed"
+                } else {
+                    "invalid_auth"
+                };
                 Json(json!({"ok": false, "error": error})).into_response()
             }
             Style::OpenAi => {
@@ -118,7 +146,7 @@ impl Guard {
                     "message": message,
                     "type": "invalid_request_error",
                     "param": null,
-                    "code": if missing { serde_json::Value::Null } else { "invalid_api_key".into() },
+                    "code": (!missing).then_some("invalid_api_key"),
                 }});
                 (StatusCode::UNAUTHORIZED, Json(body)).into_response()
             }
@@ -131,7 +159,9 @@ impl Guard {
             Scheme::Basic { .. } => "Basic realm=\"Service-now\"",
             Scheme::ApiKey(_) => return response,
         };
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         response
     }
 }

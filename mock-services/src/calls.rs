@@ -1,4 +1,4 @@
-//! The call recorder and fault injector (one axum middleware) and their `/_calls`, `/_faults` routes.
+//! The call recorder and fault injector (one axum middleware), with `/_calls` and `/_faults`.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +49,9 @@ pub struct Call {
 }
 
 /// The ordered list of calls.
+///
+/// Limitation: calls are kept until `DELETE /_calls` or `/_reset`, so a mock left running for
+/// days grows without bound; a cap with oldest-first eviction would fix it.
 #[derive(Default)]
 pub struct Recorder {
     inner: Mutex<RecorderInner>,
@@ -133,7 +136,10 @@ struct Decision {
 
 impl Faults {
     pub fn new(seed: u64) -> Self {
-        Self { seed, inner: Mutex::new((0, Vec::new())) }
+        Self {
+            seed,
+            inner: Mutex::new((0, Vec::new())),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, (u64, Vec<FaultRule>)> {
@@ -152,7 +158,11 @@ impl Faults {
         }
         let unspecified =
             spec.fail_first.is_none() && spec.error_rate.is_none() && spec.latency_ms.is_none();
-        let error_rate = if unspecified { 1.0 } else { spec.error_rate.unwrap_or(0.0) };
+        let error_rate = if unspecified {
+            1.0
+        } else {
+            spec.error_rate.unwrap_or(0.0)
+        };
         if !(0.0..=1.0).contains(&error_rate) {
             return Err("error_rate must be between 0 and 1".into());
         }
@@ -199,7 +209,10 @@ impl Faults {
             true
         } else {
             rule.error_rate > 0.0
-                && rule.rng.as_mut().is_some_and(|rng| rng.random::<f64>() < rule.error_rate)
+                && rule
+                    .rng
+                    .as_mut()
+                    .is_some_and(|rng| rng.random::<f64>() < rule.error_rate)
         };
         if fail {
             rule.injected += 1;
@@ -228,21 +241,36 @@ pub async fn record(State(state): State<SharedState>, request: Request, next: Ne
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => bytes,
-        Err(_) => return api_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "over 4 MiB"),
+        Err(_) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "over 4 MiB",
+            );
+        }
     };
     let recorded_body = body_value(&parts.headers, &bytes);
     let query = parts.uri.query().map(parse_form).unwrap_or_default();
     let headers = redacted(&parts.headers);
     let method = parts.method.clone();
 
-    let decision =
-        if path.starts_with("/_") { None } else { state.faults.decide(&method, &path) };
+    let decision = if path.starts_with("/_") {
+        None
+    } else {
+        state.faults.decide(&method, &path)
+    };
     if let Some(d) = &decision {
         tokio::time::sleep(d.latency).await;
     }
-    let response = match decision.as_ref().and_then(|d| d.fail_with.map(|s| (d.rule, s))) {
+    let response = match decision
+        .as_ref()
+        .and_then(|d| d.fail_with.map(|s| (d.rule, s)))
+    {
         Some((rule, status)) => injected(rule, status),
-        None => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
     };
 
     let service = service_of(&path);
@@ -285,7 +313,10 @@ pub fn service_of(path: &str) -> &'static str {
         ("/v1/", "ai"),
         ("/_", "support"),
     ];
-    PREFIXES.iter().find(|(p, _)| path.starts_with(p)).map_or("unknown", |(_, s)| s)
+    PREFIXES
+        .iter()
+        .find(|(p, _)| path.starts_with(p))
+        .map_or("unknown", |(_, s)| s)
 }
 
 /// Headers as text, with anything that may carry a credential hidden.
@@ -324,7 +355,9 @@ fn body_value(headers: &HeaderMap, bytes: &[u8]) -> Value {
 }
 
 fn parse_form(query: &str) -> BTreeMap<String, String> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 // === the test-support routes ===
@@ -332,7 +365,10 @@ fn parse_form(query: &str) -> BTreeMap<String, String> {
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_calls", get(list_calls).delete(clear_calls))
-        .route("/_faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/_faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
 }
 
 #[derive(Deserialize)]
@@ -342,11 +378,18 @@ struct CallFilter {
     method: Option<String>,
 }
 
-async fn list_calls(State(state): State<SharedState>, Query(f): Query<CallFilter>) -> Json<Vec<Call>> {
+async fn list_calls(
+    State(state): State<SharedState>,
+    Query(f): Query<CallFilter>,
+) -> Json<Vec<Call>> {
     let calls = state.calls.all().into_iter().filter(|c| {
         f.service.as_deref().is_none_or(|s| c.service == s)
-            && f.path_prefix.as_deref().is_none_or(|p| c.path.starts_with(p))
-            && f.method.as_deref().is_none_or(|m| c.method.eq_ignore_ascii_case(m))
+            && f.path_prefix
+                .as_deref()
+                .is_none_or(|p| c.path.starts_with(p))
+            && f.method
+                .as_deref()
+                .is_none_or(|m| c.method.eq_ignore_ascii_case(m))
     });
     Json(calls.collect())
 }
@@ -360,7 +403,10 @@ async fn list_faults(State(state): State<SharedState>) -> Json<Vec<FaultRule>> {
     Json(state.faults.list())
 }
 
-async fn add_fault(State(state): State<SharedState>, JsonBody(spec): JsonBody<FaultSpec>) -> Response {
+async fn add_fault(
+    State(state): State<SharedState>,
+    JsonBody(spec): JsonBody<FaultSpec>,
+) -> Response {
     match state.faults.add(spec) {
         Ok(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
         Err(detail) => api_error(StatusCode::BAD_REQUEST, "invalid_fault", detail),

@@ -17,7 +17,11 @@ pub fn routes() -> Router<SharedState> {
 
 async fn user(Path(username): Path<String>) -> Response {
     let Some(user) = scenario::user(&username) else {
-        return api_error(StatusCode::NOT_FOUND, "not_found", format!("no user named {username}"));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user named {username}"),
+        );
     };
 
     let c = &user.compliance;

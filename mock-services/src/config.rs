@@ -9,29 +9,73 @@ pub struct Var {
 
 /// Every variable, in the order the README lists them.
 pub const VARS: &[Var] = &[
-    var("MOCK_SIEM_TOKEN", "siem-dev-token", "Bearer token for /siem"),
+    var(
+        "MOCK_SIEM_TOKEN",
+        "siem-dev-token",
+        "Bearer token for /siem",
+    ),
     var("MOCK_TI_KEY", "ti-dev-key", "X-API-Key for /ti"),
-    var("MOCK_IDP_TOKEN", "idp-dev-token", "Bearer token for /identity and /idp"),
+    var(
+        "MOCK_IDP_TOKEN",
+        "idp-dev-token",
+        "Bearer token for /identity and /idp",
+    ),
     var("MOCK_EDR_TOKEN", "edr-dev-token", "Bearer token for /edr"),
-    var("MOCK_GRC_TOKEN", "grc-dev-token", "Bearer token for /compliance"),
-    var("MOCK_FW_TOKEN", "fw-dev-token", "Bearer token for /firewall"),
+    var(
+        "MOCK_GRC_TOKEN",
+        "grc-dev-token",
+        "Bearer token for /compliance",
+    ),
+    var(
+        "MOCK_FW_TOKEN",
+        "fw-dev-token",
+        "Bearer token for /firewall",
+    ),
     var("MOCK_SNOW_USER", "vigil", "Basic auth user for /api/now"),
-    var("MOCK_SNOW_PASSWORD", "snow-dev-password", "Basic auth password for /api/now"),
-    var("MOCK_MAIL_TOKEN", "mail-dev-token", "Bearer token for /mail"),
-    var("MOCK_SLACK_TOKEN", "xoxb-dev-token", "Bearer bot token for /slack/api"),
-    var("MOCK_SLACK_SIGNING_SECRET", "slack-dev-signing-secret", "signs /_slack/click payloads"),
+    var(
+        "MOCK_SNOW_PASSWORD",
+        "snow-dev-password",
+        "Basic auth password for /api/now",
+    ),
+    var(
+        "MOCK_MAIL_TOKEN",
+        "mail-dev-token",
+        "Bearer token for /mail",
+    ),
+    var(
+        "MOCK_SLACK_TOKEN",
+        "xoxb-dev-token",
+        "Bearer bot token for /slack/api",
+    ),
+    var(
+        "MOCK_SLACK_SIGNING_SECRET",
+        "slack-dev-signing-secret",
+        "signs /_slack/click payloads",
+    ),
     var(
         "MOCK_SLACK_INTERACTIVITY_URL",
         "http://127.0.0.1:8080/approvals/slack",
         "where /_slack/click delivers payloads",
     ),
-    var("MOCK_OPENAI_KEY", "sk-dev-key", "Bearer key for /v1/chat/completions"),
-    var("MOCK_PUBLIC_URL", "http://127.0.0.1:9090", "base of Slack response_url links"),
+    var(
+        "MOCK_OPENAI_KEY",
+        "sk-dev-key",
+        "Bearer key for /v1/chat/completions",
+    ),
+    var(
+        "MOCK_PUBLIC_URL",
+        "http://127.0.0.1:9090",
+        "base of Slack response_url links",
+    ),
     var("MOCK_FAULT_SEED", "42", "seed of the error_rate fault RNG"),
 ];
 
 const fn var(name: &'static str, default: &'static str, purpose: &'static str) -> Var {
-    Var { name, default, purpose }
+    Var {
+        name,
+        default,
+        purpose,
+    }
 }
 
 /// The settings of one mock process.
@@ -69,7 +113,10 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> (Self, Vec<&'static str>) {
         let mut defaulted = Vec::new();
         let mut get = |name: &str| {
-            let var = VARS.iter().find(|v| v.name == name).expect("variable is listed in VARS");
+            let var = VARS
+                .iter()
+                .find(|v| v.name == name)
+                .expect("variable is listed in VARS");
             lookup(name).unwrap_or_else(|| {
                 defaulted.push(var.name);
                 var.default.to_owned()

@@ -93,8 +93,13 @@ fn set_isolation(state: &SharedState, name: &str, isolated: bool) -> Response {
     };
     let action_id = store.next_action_id("edr");
     tracing::info!(host = host.hostname, isolated, "EDR isolation");
-    Json(json!({"host": host.hostname, "isolated": isolated, "changed": changed, "action_id": action_id}))
-        .into_response()
+    let body = json!({
+        "host": host.hostname,
+        "isolated": isolated,
+        "changed": changed,
+        "action_id": action_id,
+    });
+    Json(body).into_response()
 }
 
 async fn hash_hosts(Path(sha256): Path<String>) -> Response {
@@ -108,5 +113,9 @@ async fn hash_hosts(Path(sha256): Path<String>) -> Response {
 }
 
 fn unknown_host(name: &str) -> Response {
-    api_error(StatusCode::NOT_FOUND, "not_found", format!("no managed host named {name}"))
+    api_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no managed host named {name}"),
+    )
 }

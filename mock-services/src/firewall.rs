@@ -55,8 +55,15 @@ async fn add(State(state): State<SharedState>, JsonBody(new): JsonBody<NewBlock>
 
     let mut store = state.store();
     let blocks = &mut store.firewall.blocks;
-    if let Some(existing) = blocks.iter().find(|b| b.indicator == new.indicator && b.kind == kind) {
-        return (StatusCode::OK, Json(json!({"block": existing, "created": false}))).into_response();
+    if let Some(existing) = blocks
+        .iter()
+        .find(|b| b.indicator == new.indicator && b.kind == kind)
+    {
+        return (
+            StatusCode::OK,
+            Json(json!({"block": existing, "created": false})),
+        )
+            .into_response();
     }
 
     let block = Block {
@@ -68,7 +75,11 @@ async fn add(State(state): State<SharedState>, JsonBody(new): JsonBody<NewBlock>
     };
     tracing::info!(id = block.id, kind = block.kind, "Firewall block");
     blocks.push(block.clone());
-    (StatusCode::CREATED, Json(json!({"block": block, "created": true}))).into_response()
+    (
+        StatusCode::CREATED,
+        Json(json!({"block": block, "created": true})),
+    )
+        .into_response()
 }
 
 async fn list(State(state): State<SharedState>) -> Json<serde_json::Value> {

@@ -18,7 +18,11 @@ pub fn routes() -> Router<SharedState> {
 /// The account status reflects `POST /idp/users/{u}/disable`.
 async fn user(State(state): State<SharedState>, Path(username): Path<String>) -> Response {
     let Some(user) = scenario::user(&username) else {
-        return api_error(StatusCode::NOT_FOUND, "not_found", format!("no user named {username}"));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user named {username}"),
+        );
     };
 
     let disabled = state.store().idp.is_disabled(user.username);

@@ -29,9 +29,18 @@ impl Store {
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/idp/users/{username}/disable", post(disable))
-        .route("/idp/users/{username}/revoke-sessions", post(revoke_sessions))
-        .route("/idp/users/{username}/reset-credentials", post(reset_credentials))
-        .route("/idp/users/{username}/transfer-ownership", post(transfer_ownership))
+        .route(
+            "/idp/users/{username}/revoke-sessions",
+            post(revoke_sessions),
+        )
+        .route(
+            "/idp/users/{username}/reset-credentials",
+            post(reset_credentials),
+        )
+        .route(
+            "/idp/users/{username}/transfer-ownership",
+            post(transfer_ownership),
+        )
 }
 
 async fn disable(State(state): State<SharedState>, Path(username): Path<String>) -> Response {
@@ -41,19 +50,28 @@ async fn disable(State(state): State<SharedState>, Path(username): Path<String>)
     })
 }
 
-async fn revoke_sessions(State(state): State<SharedState>, Path(username): Path<String>) -> Response {
-    act(&state, &username, "revoke-sessions", |_, user| {
-        json!({"sessions_revoked": user.devices.len() + 1})
-    })
+async fn revoke_sessions(
+    State(state): State<SharedState>,
+    Path(username): Path<String>,
+) -> Response {
+    act(
+        &state,
+        &username,
+        "revoke-sessions",
+        |_, user| json!({"sessions_revoked": user.devices.len() + 1}),
+    )
 }
 
 async fn reset_credentials(
     State(state): State<SharedState>,
     Path(username): Path<String>,
 ) -> Response {
-    act(&state, &username, "reset-credentials", |_, _| {
-        json!({"password_reset": true, "mfa_reset": true, "must_change_at_next_login": true})
-    })
+    act(
+        &state,
+        &username,
+        "reset-credentials",
+        |_, _| json!({"password_reset": true, "mfa_reset": true, "must_change_password": true}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -67,11 +85,18 @@ async fn transfer_ownership(
     JsonBody(body): JsonBody<Transfer>,
 ) -> Response {
     let Some(to) = scenario::user(&body.to) else {
-        return api_error(StatusCode::NOT_FOUND, "not_found", format!("no user named {}", body.to));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user named {}", body.to),
+        );
     };
-    act(&state, &username, "transfer-ownership", |_, _| {
-        json!({"to": to.username, "resources_transferred": ["drive", "calendar", "repositories"]})
-    })
+    act(
+        &state,
+        &username,
+        "transfer-ownership",
+        |_, _| json!({"to": to.username, "resources_transferred": ["drive", "calendar", "repos"]}),
+    )
 }
 
 /// Runs an action on a known user and answers `{ok, action_id, user, action, ...details}`.
@@ -82,7 +107,11 @@ fn act(
     apply: impl FnOnce(&mut crate::Store, &'static scenario::User) -> Value,
 ) -> Response {
     let Some(user) = scenario::user(username) else {
-        return api_error(StatusCode::NOT_FOUND, "not_found", format!("no user named {username}"));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user named {username}"),
+        );
     };
 
     let mut store = state.store();

@@ -30,8 +30,8 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-pub use crate::config::Config;
 use crate::auth::Guard;
+pub use crate::config::Config;
 
 /// Everything the handlers share: configuration, the call recorder and the mutable scenario state.
 pub struct AppState {
@@ -43,6 +43,9 @@ pub struct AppState {
 }
 
 /// State the services change at run time; `POST /_reset` puts it back to the scenario start.
+///
+/// Limitation: it lives in memory only, so a restart forgets tickets, isolations and messages,
+/// and two replicas disagree; run one replica.
 #[derive(Default)]
 pub struct Store {
     pub siem: siem::Store,
@@ -98,7 +101,10 @@ pub fn router(state: SharedState) -> Router {
         .merge(guarded(edr::routes(), Guard::bearer(&c.edr_token)))
         .merge(guarded(compliance::routes(), Guard::bearer(&c.grc_token)))
         .merge(guarded(firewall::routes(), Guard::bearer(&c.fw_token)))
-        .merge(guarded(snow::routes(), Guard::basic(&c.snow_user, &c.snow_password)))
+        .merge(guarded(
+            snow::routes(),
+            Guard::basic(&c.snow_user, &c.snow_password),
+        ))
         .merge(guarded(mail::routes(), Guard::bearer(&c.mail_token)))
         .merge(guarded(slack::routes(), Guard::slack(&c.slack_token)))
         .merge(guarded(ai::routes(), Guard::openai(&c.openai_key)))
@@ -120,12 +126,20 @@ async fn reset(axum::extract::State(state): axum::extract::State<SharedState>) -
 }
 
 async fn not_found(method: axum::http::Method, uri: Uri) -> Response {
-    api_error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {}", uri.path()))
+    api_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 /// The project-wide error shape: `{"error": "...", "detail": "..."}`.
 pub fn api_error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    (status, Json(json!({"error": error, "detail": detail.into()}))).into_response()
+    (
+        status,
+        Json(json!({"error": error, "detail": detail.into()})),
+    )
+        .into_response()
 }
 
 /// A JSON body read whatever the Content-Type says (scripts often forget it); an empty body
@@ -136,8 +150,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|e| api_error(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))

@@ -28,14 +28,24 @@ pub fn routes() -> Router<SharedState> {
 
 async fn message(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
     let Some(email) = scenario::email(&id) else {
-        return api_error(StatusCode::NOT_FOUND, "not_found", format!("no message {id}"));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no message {id}"),
+        );
     };
 
     let store = state.store();
-    let remaining: Vec<_> =
-        email.to.iter().filter(|to| !store.mail.purged.contains(&(email.id, **to))).collect();
-    let headers: Map<String, Value> =
-        email.headers.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let remaining: Vec<_> = email
+        .to
+        .iter()
+        .filter(|to| !store.mail.purged.contains(&(email.id, **to)))
+        .collect();
+    let headers: Map<String, Value> = email
+        .headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
     Json(json!({
         "id": email.id,
         "from": email.from,
@@ -62,14 +72,21 @@ struct PurgeRequest {
 
 /// Removes every delivered copy of one message, or of everything one sender sent; a sender
 /// without `@` means a whole domain. Purging again finds nothing left: `{"purged": 0}`.
-async fn purge(State(state): State<SharedState>, JsonBody(request): JsonBody<PurgeRequest>) -> Response {
+async fn purge(
+    State(state): State<SharedState>,
+    JsonBody(request): JsonBody<PurgeRequest>,
+) -> Response {
     let wanted = |email: &scenario::Email| match (&request.message_id, &request.sender) {
         (Some(id), _) => email.id == id,
         (None, Some(sender)) => sender_matches(email, sender),
         (None, None) => false,
     };
     if request.message_id.is_none() && request.sender.is_none() {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_body", "give message_id or sender");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "give message_id or sender",
+        );
     }
 
     let mut store = state.store();
@@ -91,6 +108,8 @@ fn sender_matches(email: &scenario::Email, sender: &str) -> bool {
     if sender.contains('@') {
         address == sender
     } else {
-        address.rsplit_once('@').is_some_and(|(_, domain)| domain == sender)
+        address
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain == sender)
     }
 }

@@ -29,8 +29,10 @@ async fn main() -> std::io::Result<()> {
         config.public_url = format!("http://{}", args.listen);
     }
     // Names only: the values are credentials.
-    let defaulted = defaulted.join(",");
-    tracing::info!(defaulted, "Dev defaults in use");
+    if !defaulted.is_empty() {
+        let defaulted = defaulted.join(",");
+        tracing::warn!(defaulted, "Dev defaults in use");
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "Serving");
@@ -63,7 +65,10 @@ async fn shutdown() {
                 signal.recv().await;
             }
             Err(error) => {
-                tracing::warn!(error = &error as &dyn std::error::Error, "No SIGTERM handler");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "No SIGTERM handler"
+                );
                 std::future::pending::<()>().await;
             }
         }

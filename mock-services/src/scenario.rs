@@ -9,8 +9,7 @@ use serde::Serialize;
 pub const ALERT_TIME: &str = "2024-01-15T14:30:00Z";
 
 /// The dropper EDR finds on srv-build-03 and ws-mallory-02.
-pub const MALWARE_SHA256: &str =
-    "07f4acde8fa96c1216af0327d79b32cd22e31bf702b32232e24341fbc750329f";
+pub const MALWARE_SHA256: &str = "07f4acde8fa96c1216af0327d79b32cd22e31bf702b32232e24341fbc750329f";
 /// A second tool on srv-build-03.
 pub const SSH_INJECTOR_SHA256: &str =
     "3074919e12a27bfb5fd19b28e530d9859a64e3af56ced2861cfa76ee8f9856d8";
@@ -137,7 +136,12 @@ pub const USERS: &[User] = &[
             permissions_ok: true,
             risks: &[],
             recent_changes: &[
-                change("2024-01-15T09:12:00Z", "view_report", "campaign-dashboard", "alice"),
+                change(
+                    "2024-01-15T09:12:00Z",
+                    "view_report",
+                    "campaign-dashboard",
+                    "alice",
+                ),
                 change("2024-01-12T16:40:00Z", "reset_password", "alice", "alice"),
             ],
             access_requests: NO_REQUESTS,
@@ -186,7 +190,12 @@ pub const USERS: &[User] = &[
             permissions_ok: true,
             risks: &[],
             recent_changes: &[
-                change("2024-01-15T08:55:00Z", "view_report", "quarterly-ledger", "jdoe"),
+                change(
+                    "2024-01-15T08:55:00Z",
+                    "view_report",
+                    "quarterly-ledger",
+                    "jdoe",
+                ),
                 change("2024-01-11T13:20:00Z", "reset_password", "jdoe", "helpdesk"),
             ],
             access_requests: NO_REQUESTS,
@@ -207,9 +216,19 @@ pub const USERS: &[User] = &[
             permissions_ok: false,
             risks: &["excessive-privileges", "sod-conflict:deploy+approve"],
             recent_changes: &[
-                change("2024-01-15T13:40:00Z", "enable_ssh", "srv-build-03", "mallory"),
+                change(
+                    "2024-01-15T13:40:00Z",
+                    "enable_ssh",
+                    "srv-build-03",
+                    "mallory",
+                ),
                 change("2024-01-15T13:45:00Z", "add_user", "svc-backup2", "mallory"),
-                change("2024-01-15T13:50:00Z", "request_access", "prod-payments-db", "mallory"),
+                change(
+                    "2024-01-15T13:50:00Z",
+                    "request_access",
+                    "prod-payments-db",
+                    "mallory",
+                ),
             ],
             access_requests: &[AccessRequest {
                 id: "REQ-3107",
@@ -251,7 +270,12 @@ pub const USERS: &[User] = &[
         compliance: Compliance {
             permissions_ok: true,
             risks: &[],
-            recent_changes: &[change("2024-01-13T10:00:00Z", "view_report", "team-okrs", "dave")],
+            recent_changes: &[change(
+                "2024-01-13T10:00:00Z",
+                "view_report",
+                "team-okrs",
+                "dave",
+            )],
             access_requests: NO_REQUESTS,
         },
     },
@@ -263,25 +287,60 @@ const fn change(
     target: &'static str,
     by: &'static str,
 ) -> Change {
-    Change { time, action, target, by }
+    Change {
+        time,
+        action,
+        target,
+        by,
+    }
 }
 
 pub const IPS: &[Reputation] = &[
     reputation("10.20.0.15", 5, false, &["internal"]),
-    reputation("203.0.113.50", 55, false, &["vpn-exit", "password-spray-source"]),
-    reputation("192.168.1.100", 85, true, &["brute-force", "credential-stuffing"]),
-    reputation("198.51.100.23", 95, true, &["c2", "tor-exit", "brute-force"]),
+    reputation(
+        "203.0.113.50",
+        55,
+        false,
+        &["vpn-exit", "password-spray-source"],
+    ),
+    reputation(
+        "192.168.1.100",
+        85,
+        true,
+        &["brute-force", "credential-stuffing"],
+    ),
+    reputation(
+        "198.51.100.23",
+        95,
+        true,
+        &["c2", "tor-exit", "brute-force"],
+    ),
 ];
 
 pub const DOMAINS: &[Reputation] = &[
-    reputation(PHISH_DOMAIN, 92, true, &["phishing", "typosquat", "credential-harvesting"]),
-    reputation("update-svc.example", 88, true, &["malware-distribution", "c2"]),
+    reputation(
+        PHISH_DOMAIN,
+        92,
+        true,
+        &["phishing", "typosquat", "credential-harvesting"],
+    ),
+    reputation(
+        "update-svc.example",
+        88,
+        true,
+        &["malware-distribution", "c2"],
+    ),
 ];
 
 pub const HASHES: &[Reputation] = &[
     reputation(MALWARE_SHA256, 98, true, &["trojan", "dropper"]),
     reputation(SSH_INJECTOR_SHA256, 80, true, &["hacktool", "persistence"]),
-    reputation(PHISH_ATTACHMENT_SHA256, 90, true, &["macro", "downloader", "phishing"]),
+    reputation(
+        PHISH_ATTACHMENT_SHA256,
+        90,
+        true,
+        &["macro", "downloader", "phishing"],
+    ),
 ];
 
 const fn reputation(
@@ -290,7 +349,13 @@ const fn reputation(
     malicious: bool,
     indicators: &'static [&'static str],
 ) -> Reputation {
-    Reputation { indicator, score, malicious, indicators, last_seen: "2024-01-15T14:00:00Z" }
+    Reputation {
+        indicator,
+        score,
+        malicious,
+        indicators,
+        last_seen: "2024-01-15T14:00:00Z",
+    }
 }
 
 const DROPPER: &str = "Trojan.Dropper.SvcUpdater";
@@ -341,23 +406,41 @@ const fn host(
     owner: &'static str,
     threats: &'static [Threat],
 ) -> Host {
-    Host { hostname, os, owner, threats }
+    Host {
+        hostname,
+        os,
+        owner,
+        threats,
+    }
 }
 
 pub const EMAILS: &[Email] = &[
     Email {
         id: "msg-phish-001",
         from: "IT Service Desk <it-support@login-micros0ft.example>",
-        to: &["jdoe@corp.example", "alice@corp.example", "bob@corp.example"],
+        to: &[
+            "jdoe@corp.example",
+            "alice@corp.example",
+            "bob@corp.example",
+        ],
         subject: "Action required: your mailbox password expires today",
         received_at: "2024-01-15T13:52:11Z",
         reported_by: "jdoe@corp.example",
         headers: &[
             ("Return-Path", "<bounce@login-micros0ft.example>"),
             ("Reply-To", "it-support@login-micros0ft.example"),
-            ("Received-SPF", "fail (corp.example: domain of login-micros0ft.example does not designate 198.51.100.23 as permitted sender)"),
-            ("Authentication-Results", "mx.corp.example; spf=fail; dkim=none; dmarc=fail"),
-            ("Message-ID", "<20240115135211.4471@login-micros0ft.example>"),
+            (
+                "Received-SPF",
+                "fail (domain of login-micros0ft.example does not designate 198.51.100.23)",
+            ),
+            (
+                "Authentication-Results",
+                "mx.corp.example; spf=fail; dkim=none; dmarc=fail",
+            ),
+            (
+                "Message-ID",
+                "<20240115135211.4471@login-micros0ft.example>",
+            ),
             ("X-Originating-IP", "198.51.100.23"),
         ],
         urls: &["https://login-micros0ft.example/owa/auth/logon.aspx?user=jdoe"],
@@ -380,7 +463,10 @@ pub const EMAILS: &[Email] = &[
         reported_by: "alice@corp.example",
         headers: &[
             ("Return-Path", "<carol@corp.example>"),
-            ("Authentication-Results", "mx.corp.example; spf=pass; dkim=pass; dmarc=pass"),
+            (
+                "Authentication-Results",
+                "mx.corp.example; spf=pass; dkim=pass; dmarc=pass",
+            ),
             ("Message-ID", "<20240115100340.118@corp.example>"),
         ],
         urls: &["https://intranet.corp.example/marketing/q1-review"],
@@ -401,22 +487,33 @@ pub const EMAILS: &[Email] = &[
         reported_by: "mallory@corp.example",
         headers: &[
             ("Return-Path", "<bounce@login-micros0ft.example>"),
-            ("Authentication-Results", "mx.corp.example; spf=fail; dkim=none; dmarc=fail"),
-            ("Message-ID", "<20240115140537.4502@login-micros0ft.example>"),
+            (
+                "Authentication-Results",
+                "mx.corp.example; spf=fail; dkim=none; dmarc=fail",
+            ),
+            (
+                "Message-ID",
+                "<20240115140537.4502@login-micros0ft.example>",
+            ),
         ],
         urls: &["https://login-micros0ft.example/owa/auth/logon.aspx?user=mallory"],
         attachments: &[],
-        body: "Reminder: sign in at https://login-micros0ft.example/owa/auth/logon.aspx?user=mallory \
+        body: "Reminder: sign in at \
+               https://login-micros0ft.example/owa/auth/logon.aspx?user=mallory \
                to keep your mailbox.",
     },
 ];
 
 pub fn user(username: &str) -> Option<&'static User> {
-    USERS.iter().find(|u| u.username.eq_ignore_ascii_case(username))
+    USERS
+        .iter()
+        .find(|u| u.username.eq_ignore_ascii_case(username))
 }
 
 pub fn host_named(hostname: &str) -> Option<&'static Host> {
-    HOSTS.iter().find(|h| h.hostname.eq_ignore_ascii_case(hostname))
+    HOSTS
+        .iter()
+        .find(|h| h.hostname.eq_ignore_ascii_case(hostname))
 }
 
 pub fn email(id: &str) -> Option<&'static Email> {
@@ -425,5 +522,7 @@ pub fn email(id: &str) -> Option<&'static Email> {
 
 /// The bare address of a `Name <address>` sender.
 pub fn address_of(from: &str) -> &str {
-    from.rsplit_once('<').map_or(from, |(_, rest)| rest.trim_end_matches('>')).trim()
+    from.rsplit_once('<')
+        .map_or(from, |(_, rest)| rest.trim_end_matches('>'))
+        .trim()
 }

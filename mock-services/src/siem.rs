@@ -47,16 +47,27 @@ pub struct Event {
 
 async fn search(JsonBody(request): JsonBody<SearchRequest>) -> Response {
     let bound = |value: &Option<String>| {
-        let parsed = value.as_deref().filter(|v| !v.is_empty()).map(DateTime::parse_from_rfc3339);
+        let parsed = value
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(DateTime::parse_from_rfc3339);
         parsed.transpose().map(|t| t.map(|t| t.with_timezone(&Utc)))
     };
     let (from, to) = match (bound(&request.from), bound(&request.to)) {
         (Ok(from), Ok(to)) => (from, to),
-        _ => return api_error(StatusCode::BAD_REQUEST, "invalid_time", "from/to must be RFC 3339"),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_time",
+                "from/to must be RFC 3339",
+            );
+        }
     };
 
     let matches = |wanted: &Option<String>, actual: &str| {
-        wanted.as_deref().is_none_or(|w| w.is_empty() || w.eq_ignore_ascii_case(actual))
+        wanted
+            .as_deref()
+            .is_none_or(|w| w.is_empty() || w.eq_ignore_ascii_case(actual))
     };
     let events: Vec<Event> = all_events()
         .filter(|e| matches(&request.user, e.user))
@@ -73,7 +84,9 @@ async fn search(JsonBody(request): JsonBody<SearchRequest>) -> Response {
 /// Every scenario user's logins: their failures from the alert IP two minutes apart, ending at
 /// 14:28, then one success at 14:29 on the first device.
 pub fn all_events() -> impl Iterator<Item = Event> {
-    let alert: DateTime<Utc> = scenario::ALERT_TIME.parse().expect("ALERT_TIME is RFC 3339");
+    let alert: DateTime<Utc> = scenario::ALERT_TIME
+        .parse()
+        .expect("ALERT_TIME is RFC 3339");
     scenario::USERS.iter().flat_map(move |user| {
         let host = user.devices.first().copied().unwrap_or("unknown");
         let event = move |minutes_before: i64, outcome| Event {
@@ -84,7 +97,9 @@ pub fn all_events() -> impl Iterator<Item = Event> {
             action: "login",
             outcome,
         };
-        let failures = (1..=i64::from(user.failed_logins)).rev().map(move |i| event(2 * i, "failure"));
+        let failures = (1..=i64::from(user.failed_logins))
+            .rev()
+            .map(move |i| event(2 * i, "failure"));
         failures.chain(std::iter::once(event(1, "success")))
     })
 }

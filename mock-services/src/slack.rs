@@ -74,7 +74,13 @@ impl Message {
 }
 
 impl Store {
-    fn post(&mut self, channel: &str, text: String, blocks: Value, thread: Option<String>) -> &Message {
+    fn post(
+        &mut self,
+        channel: &str,
+        text: String,
+        blocks: Value,
+        thread: Option<String>,
+    ) -> &Message {
         let n = self.messages.len() as u64 + 1;
         let (id, name) = channel_id(channel);
         self.messages.push(Message {
@@ -103,7 +109,9 @@ fn channel_id(channel: &str) -> (String, String) {
     let name = channel.trim_start_matches('#');
     let looks_like_id = name.len() >= 9
         && name.starts_with(['C', 'G', 'D'])
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if looks_like_id {
         return (name.to_owned(), name.to_owned());
     }
@@ -131,8 +139,13 @@ fn arguments(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, &'s
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let mut args: Map<String, Value> = if is_form {
-        form_urlencoded::parse(body).into_owned().map(|(k, v)| (k, Value::String(v))).collect()
+    // Scripts often send JSON with curl's default form Content-Type; the body tells.
+    let looks_json = body.trim_ascii_start().starts_with(b"{");
+    let mut args: Map<String, Value> = if is_form && !looks_json {
+        form_urlencoded::parse(body)
+            .into_owned()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect()
     } else {
         match serde_json::from_slice(body) {
             Ok(Value::Object(map)) => map,
@@ -151,7 +164,10 @@ fn arguments(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, &'s
 }
 
 fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
-    args.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    args.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Slack's error style: HTTP 200 with `ok: false`.
@@ -159,7 +175,11 @@ fn slack_error(error: &str) -> Response {
     Json(json!({"ok": false, "error": error})).into_response()
 }
 
-async fn post_message(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_message(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let args = match arguments(&headers, &body) {
         Ok(args) => args,
         Err(error) => return slack_error(error),
@@ -174,8 +194,14 @@ async fn post_message(State(state): State<SharedState>, headers: HeaderMap, body
     }
 
     let mut store = state.store();
-    let message = store.slack.post(&channel, text, blocks, text_arg(&args, "thread_ts"));
-    tracing::info!(channel = message.channel_name, ts = message.ts, "Slack message posted");
+    let message = store
+        .slack
+        .post(&channel, text, blocks, text_arg(&args, "thread_ts"));
+    tracing::info!(
+        channel = message.channel_name,
+        ts = message.ts,
+        "Slack message posted"
+    );
     Json(json!({
         "ok": true,
         "channel": message.channel,
@@ -251,8 +277,8 @@ struct ClickUser {
 
 /// `X-Slack-Signature` for a body sent at `timestamp`: `v0=hex(hmac_sha256(secret, "v0:ts:body"))`.
 pub fn signature(secret: &str, timestamp: &str, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(format!("v0:{timestamp}:{body}").as_bytes());
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -262,13 +288,23 @@ pub fn signature(secret: &str, timestamp: &str, body: &str) -> String {
 async fn click(State(state): State<SharedState>, JsonBody(click): JsonBody<Click>) -> Response {
     let found = {
         let mut store = state.store();
-        store.slack.find_mut(click.channel.as_deref(), &click.ts).map(|m| m.clone())
+        store
+            .slack
+            .find_mut(click.channel.as_deref(), &click.ts)
+            .map(|m| m.clone())
     };
     let Some(message) = found else {
-        return api_error(StatusCode::NOT_FOUND, "message_not_found", format!("no message {}", click.ts));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "message_not_found",
+            format!("no message {}", click.ts),
+        );
     };
     let Some((block_id, button)) = find_button(&message.blocks, &click.action_id) else {
-        let detail = format!("message {} has no button with action_id {}", click.ts, click.action_id);
+        let detail = format!(
+            "message {} has no button with action_id {}",
+            click.ts, click.action_id
+        );
         return api_error(StatusCode::BAD_REQUEST, "no_such_button", detail);
     };
 
@@ -294,16 +330,28 @@ async fn click(State(state): State<SharedState>, JsonBody(click): JsonBody<Click
         Ok(response) => {
             let status = response.status();
             let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-            (status, content_type, response.bytes().await.unwrap_or_default())
+            (
+                status,
+                content_type,
+                response.bytes().await.unwrap_or_default(),
+            )
         }
         Err(error) => {
-            tracing::warn!(error = &error as &dyn std::error::Error, "Interactivity URL unreachable");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "Interactivity URL unreachable"
+            );
             let detail = format!("could not deliver to {url}: {error}");
             return api_error(StatusCode::BAD_GATEWAY, "interactivity_unreachable", detail);
         }
     };
 
-    tracing::info!(ts = click.ts, action_id = click.action_id, status = status.as_u16(), "Slack click");
+    tracing::info!(
+        ts = click.ts,
+        action_id = click.action_id,
+        status = status.as_u16(),
+        "Slack click"
+    );
     if let Some(stored) = state.store().slack.find_mut(None, &message.ts) {
         stored.clicks.push(json!({
             "action_id": click.action_id,
@@ -315,7 +363,9 @@ async fn click(State(state): State<SharedState>, JsonBody(click): JsonBody<Click
 
     let mut response = (status, answer).into_response();
     if let Some(content_type) = content_type {
-        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
     }
     response
 }
@@ -325,7 +375,9 @@ async fn click(State(state): State<SharedState>, JsonBody(click): JsonBody<Click
 fn find_button(blocks: &Value, action_id: &str) -> Option<(String, Value)> {
     let mut buttons = Vec::new();
     for (index, block) in blocks.as_array().into_iter().flatten().enumerate() {
-        let block_id = block["block_id"].as_str().map_or_else(|| format!("b{index}"), str::to_owned);
+        let block_id = block["block_id"]
+            .as_str()
+            .map_or_else(|| format!("b{index}"), str::to_owned);
         let elements = block["elements"].as_array().into_iter().flatten();
         for element in elements.chain(block.get("accessory")) {
             if element["type"] == "button" {
@@ -333,11 +385,15 @@ fn find_button(blocks: &Value, action_id: &str) -> Option<(String, Value)> {
             }
         }
     }
-    let exact = buttons.iter().position(|(_, b)| b["action_id"] == action_id);
+    let exact = buttons
+        .iter()
+        .position(|(_, b)| b["action_id"] == action_id);
     let prefixed = || {
-        buttons
-            .iter()
-            .position(|(_, b)| b["action_id"].as_str().is_some_and(|a| a.starts_with(action_id)))
+        buttons.iter().position(|(_, b)| {
+            b["action_id"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(action_id))
+        })
     };
     exact.or_else(prefixed).map(|i| buttons.swap_remove(i))
 }
@@ -357,7 +413,11 @@ fn block_actions(
     let now = Utc::now();
     let action_ts = format!("{}.{:06}", now.timestamp(), now.timestamp_subsec_micros());
     let seed = format!("{}:{}:{}", message.ts, click.action_id, click.user.id);
-    let trigger_id = format!("{}.{}", message.ts.replace('.', ""), hex::encode(&Sha256::digest(seed)[..8]));
+    let trigger_id = format!(
+        "{}.{}",
+        message.ts.replace('.', ""),
+        hex::encode(&Sha256::digest(seed)[..8])
+    );
 
     let mut action = json!({
         "type": "button",
@@ -420,7 +480,11 @@ async fn respond(
 ) -> Response {
     let mut store = state.store();
     let Some(message) = store.slack.find_mut(Some(&channel), &ts) else {
-        return api_error(StatusCode::NOT_FOUND, "message_not_found", format!("no message {ts}"));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "message_not_found",
+            format!("no message {ts}"),
+        );
     };
 
     if body.delete_original {
@@ -431,7 +495,9 @@ async fn respond(
         message.updates += 1;
     } else {
         let blocks = body.blocks.unwrap_or_else(|| json!([]));
-        store.slack.post(&channel, body.text.unwrap_or_default(), blocks, None);
+        store
+            .slack
+            .post(&channel, body.text.unwrap_or_default(), blocks, None);
     }
     Json(json!({"ok": true})).into_response()
 }

@@ -29,12 +29,19 @@ pub struct Store {
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/now/table/incident", get(list).post(create))
-        .route("/api/now/table/incident/{sys_id}", get(read).patch(update).put(update))
+        .route(
+            "/api/now/table/incident/{sys_id}",
+            get(read).patch(update).put(update),
+        )
 }
 
 async fn create(State(state): State<SharedState>, JsonBody(body): JsonBody<Value>) -> Response {
     let Value::Object(fields) = body else {
-        return failure(StatusCode::BAD_REQUEST, "Invalid body", "expected a JSON object");
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "Invalid body",
+            "expected a JSON object",
+        );
     };
 
     let now = now();
@@ -77,7 +84,11 @@ async fn update(
     JsonBody(body): JsonBody<Value>,
 ) -> Response {
     let Value::Object(fields) = body else {
-        return failure(StatusCode::BAD_REQUEST, "Invalid body", "expected a JSON object");
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "Invalid body",
+            "expected a JSON object",
+        );
     };
 
     let mut store = state.store();
@@ -101,7 +112,10 @@ async fn list(
     State(state): State<SharedState>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let limit = params.get("sysparm_limit").and_then(|l| l.parse().ok()).unwrap_or(10_000);
+    let limit = params
+        .get("sysparm_limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10_000);
     let conditions: Vec<(&str, &str)> = params
         .get("sysparm_query")
         .map(|q| q.split('^').filter_map(|c| c.split_once('=')).collect())
@@ -113,7 +127,11 @@ async fn list(
         .order
         .iter()
         .filter_map(|id| store.snow.incidents.get(id))
-        .filter(|r| conditions.iter().all(|(k, v)| r.get(*k).and_then(Value::as_str) == Some(*v)))
+        .filter(|r| {
+            conditions
+                .iter()
+                .all(|(k, v)| r.get(*k).and_then(Value::as_str) == Some(*v))
+        })
         .take(limit)
         .collect();
     let total = result.len();
@@ -137,11 +155,23 @@ fn merge(record: &mut Map<String, Value>, fields: Map<String, Value>) {
         record.insert(key, Value::String(text));
     }
 
-    let level = |key| record.get(key).and_then(Value::as_str).and_then(|v| v.parse::<u8>().ok());
+    let level = |key| {
+        record
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<u8>().ok())
+    };
     let priority = (level("urgency").unwrap_or(3) + level("impact").unwrap_or(3)).saturating_sub(1);
-    record.insert("priority".into(), key_value(&priority.clamp(1, 5).to_string()));
+    record.insert(
+        "priority".into(),
+        key_value(&priority.clamp(1, 5).to_string()),
+    );
 
-    let state = record.get("state").and_then(Value::as_str).unwrap_or("1").to_owned();
+    let state = record
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("1")
+        .to_owned();
     let now = now();
     if state == "6" && !record.contains_key("resolved_at") {
         record.insert("resolved_at".into(), json!(now));
@@ -154,7 +184,10 @@ fn merge(record: &mut Map<String, Value>, fields: Map<String, Value>) {
 
 fn touch(record: &mut Map<String, Value>, now: &str) {
     record.insert("sys_updated_on".into(), json!(now));
-    let mods = record.get("sys_mod_count").and_then(Value::as_str).and_then(|v| v.parse().ok());
+    let mods = record
+        .get("sys_mod_count")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok());
     let mods: u64 = mods.map_or(0, |m: u64| m + 1);
     record.insert("sys_mod_count".into(), json!(mods.to_string()));
 }

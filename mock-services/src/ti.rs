@@ -24,7 +24,11 @@ pub fn routes() -> Router<SharedState> {
 
 async fn ip(Path(ip): Path<String>) -> Response {
     if ip.parse::<IpAddr>().is_err() {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_indicator", "not an IP address");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_indicator",
+            "not an IP address",
+        );
     }
     let entry = scenario::IPS.iter().find(|r| r.indicator == ip);
     verdict(&ip, "ip", entry)
@@ -33,7 +37,11 @@ async fn ip(Path(ip): Path<String>) -> Response {
 async fn domain(Path(domain): Path<String>) -> Response {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     if domain.is_empty() || !domain.contains('.') {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_indicator", "not a domain name");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_indicator",
+            "not a domain name",
+        );
     }
     verdict(&domain, "domain", domain_entry(&domain))
 }
@@ -41,7 +49,11 @@ async fn domain(Path(domain): Path<String>) -> Response {
 async fn hash(Path(sha256): Path<String>) -> Response {
     let sha256 = sha256.to_ascii_lowercase();
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_indicator", "not a SHA-256 hex digest");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_indicator",
+            "not a SHA-256 hex digest",
+        );
     }
     let entry = scenario::HASHES.iter().find(|r| r.indicator == sha256);
     verdict(&sha256, "hash", entry)
@@ -56,10 +68,18 @@ struct UrlQuery {
 /// raised a little because a live path on a bad domain is worse than the domain alone.
 async fn url(Query(query): Query<UrlQuery>) -> Response {
     let Some(url) = query.u.filter(|u| !u.is_empty()) else {
-        return api_error(StatusCode::BAD_REQUEST, "missing_parameter", "query parameter u is required");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "missing_parameter",
+            "query parameter u is required",
+        );
     };
     let Some(host) = host_of(&url) else {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_indicator", "not an absolute URL");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_indicator",
+            "not an absolute URL",
+        );
     };
 
     let mut body = verdict_body(&url, "url", domain_entry(&host));
@@ -75,7 +95,9 @@ async fn url(Query(query): Query<UrlQuery>) -> Response {
 fn domain_entry(domain: &str) -> Option<&'static scenario::Reputation> {
     scenario::DOMAINS.iter().find(|r| {
         domain == r.indicator
-            || domain.strip_suffix(r.indicator).is_some_and(|rest| rest.ends_with('.'))
+            || domain
+                .strip_suffix(r.indicator)
+                .is_some_and(|rest| rest.ends_with('.'))
     })
 }
 
