@@ -12,6 +12,8 @@
 #   VIGIL_CLUSTER_BIN     prebuilt etcd/kube-*/kubectl/helm dir  (built by build.sh)
 #   VIGIL_NODE_BIN        prebuilt vigil-node binary             (cargo build -p vigil-test-node)
 #   VIGIL_NODE_IMAGE_BIN  executables of vigil-* images          ($CARGO_TARGET_DIR/debug)
+#   VIGIL_NODE_IP         address pods report                    (first global IPv4 of the host)
+#   VIGIL_NODE_PORT       process node's log endpoint port       (11250)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +23,7 @@ etcd_port=${VIGIL_ETCD_PORT:-12379}
 etcd_peer_port=${VIGIL_ETCD_PEER_PORT:-12380}
 api_port=${VIGIL_APISERVER_PORT:-16443}
 service_cidr=${VIGIL_SERVICE_CIDR:-10.96.0.0/16}
+node_port=${VIGIL_NODE_PORT:-11250}
 node_name=vigil-node
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/vigil/target}
 components=(etcd kube-apiserver kube-controller-manager vigil-node)
@@ -63,10 +66,24 @@ if ((up > 0)) || [[ -d $dir/run ]]; then
 fi
 
 # --- ports ------------------------------------------------------------------------------
-for port in "$etcd_port" "$etcd_peer_port" "$api_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    who=$(ss -ltnpH "sport = :$port" 2>/dev/null | awk '{print $NF}' | head -1 || true)
-    die "port 127.0.0.1:$port is already in use${who:+ by $who}; free it or set VIGIL_ETCD_PORT/VIGIL_ETCD_PEER_PORT/VIGIL_APISERVER_PORT"
+# Pods share the host's network and report the node's address. The API server refuses
+# loopback endpoints, so a Service only gets endpoints with a non-loopback address.
+node_ip=${VIGIL_NODE_IP:-}
+if [[ -z $node_ip ]]; then
+  node_ip=$(ip -4 -o addr show scope global 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}' || true)
+fi
+if [[ -z $node_ip ]]; then
+  node_ip=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9.]+$' | grep -v '^127\.' | head -1 || true)
+fi
+if [[ -z $node_ip ]]; then
+  node_ip=127.0.0.1
+  log "warning: the host has no non-loopback IPv4 address; Services will have no endpoints"
+fi
+
+for hostport in "127.0.0.1:$etcd_port" "127.0.0.1:$etcd_peer_port" "127.0.0.1:$api_port" "$node_ip:$node_port"; do
+  if (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
+    who=$(ss -ltnpH "sport = :${hostport##*:}" 2>/dev/null | awk '{print $NF}' | head -1 || true)
+    die "port $hostport is already in use${who:+ by $who}; free it or set VIGIL_ETCD_PORT, VIGIL_ETCD_PEER_PORT, VIGIL_APISERVER_PORT or VIGIL_NODE_PORT"
   fi
 done
 
@@ -89,6 +106,7 @@ else
   node_bin=$CARGO_TARGET_DIR/debug/vigil-node
 fi
 [[ -x $node_bin ]] || die "process node binary $node_bin is missing (set VIGIL_NODE_BIN)"
+built=$SECONDS
 
 # --- state directory and certificates ----------------------------------------------------
 mkdir -p "$dir"/{pki,logs,run,pods}
@@ -122,6 +140,10 @@ sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE\nkeyUsage=critica
 sign admin "/O=system:masters/CN=vigil-admin" "$client"
 sign controller-manager "/CN=system:kube-controller-manager" "$client"
 sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+# The node's serving certificate names the node address, which may change: made every time.
+rm -f "$pki/node.crt" "$pki/node.key"
+sign node "/CN=system:node:$node_name/O=system:nodes" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:$node_ip,IP:127.0.0.1,DNS:$node_name"
+openssl pkcs8 -topk8 -nocrypt -in "$pki/node.key" -out "$pki/node.pk8" 2>/dev/null && mv "$pki/node.pk8" "$pki/node.key"
 if [[ ! -f $pki/sa.key ]]; then
   keygen "$pki/sa.key"
   openssl ec -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -197,6 +219,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-cluster-ip-range "$service_cidr" \
   --enable-aggregator-routing --endpoint-reconciler-type none \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP \
   --allow-privileged --profiling=false --event-ttl 1h
 wait_for 60 kube-apiserver "kube-apiserver /readyz" readyz
 
@@ -212,6 +235,8 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --controllers '*,-node-ipam-controller,-node-lifecycle-controller,-taint-eviction-controller,-device-taint-eviction-controller,-persistentvolume-attach-detach-controller'
 
 start vigil-node env KUBECONFIG="$dir/admin.kubeconfig" VIGIL_CLUSTER_DIR="$dir" \
+  VIGIL_NODE_IP="$node_ip" VIGIL_NODE_PORT="$node_port" \
+  VIGIL_NODE_TLS_CERT="$pki/node.crt" VIGIL_NODE_TLS_KEY="$pki/node.key" VIGIL_NODE_CLIENT_CA="$pki/ca.crt" \
   VIGIL_NODE_IMAGE_BIN="${VIGIL_NODE_IMAGE_BIN:-$CARGO_TARGET_DIR/debug}" \
   RUST_LOG="${VIGIL_NODE_LOG:-info,kube_runtime=warn}" "$node_bin"
 
@@ -222,5 +247,5 @@ node_ready() {
 wait_for 60 kube-controller-manager "the default ServiceAccount" kc get serviceaccount default -n default
 wait_for 30 vigil-node "node $node_name to be Ready" node_ready
 
-log "ready in $((SECONDS - started))s"
+log "ready in $((SECONDS - built))s (binaries took $((built - started))s)"
 print_env

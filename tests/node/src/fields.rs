@@ -4,8 +4,21 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-/// The address every pod gets: pods share the host's network.
-pub const POD_IP: &str = "127.0.0.1";
+use std::sync::OnceLock;
+
+static NODE_IP: OnceLock<String> = OnceLock::new();
+
+/// Sets the address every pod reports (once, at start-up).
+pub fn set_node_ip(ip: String) {
+    let _ = NODE_IP.set(ip);
+}
+
+/// The node's address, which every pod reports as its own: pods share the host's network.
+/// It is not a loopback address when the host has another one, because the API server refuses
+/// loopback endpoints and Services would have none.
+pub fn node_ip() -> &'static str {
+    NODE_IP.get().map(String::as_str).unwrap_or("127.0.0.1")
+}
 
 /// The value of a downward API `fieldPath` for `pod`, `None` for an unsupported path.
 pub fn pod_field(pod: &Pod, path: &str) -> Option<String> {
@@ -19,7 +32,7 @@ pub fn pod_field(pod: &Pod, path: &str) -> Option<String> {
         "metadata.annotations" => format_map(meta.annotations.as_ref()),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => POD_IP.to_string(),
+        "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => node_ip().to_string(),
         _ => {
             let key = |prefix: &str| {
                 path.strip_prefix(prefix)

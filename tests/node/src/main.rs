@@ -4,6 +4,7 @@ mod container;
 mod env;
 mod fields;
 mod images;
+mod logs;
 mod node;
 mod pods;
 mod runtime;
@@ -50,6 +51,27 @@ struct Args {
     /// [default: `$CARGO_TARGET_DIR/debug`, else this program's directory].
     #[arg(long, env = "VIGIL_NODE_IMAGE_BIN")]
     image_bin: Option<PathBuf>,
+
+    /// The address pods and the node report. Use a non-loopback address of the host: the API
+    /// server refuses loopback endpoints, so Services (and webhooks behind them) need it.
+    #[arg(long, env = "VIGIL_NODE_IP", default_value = "127.0.0.1")]
+    node_ip: String,
+
+    /// Port of the kubelet-style log endpoint (`kubectl logs`); 0 turns it off.
+    #[arg(long, env = "VIGIL_NODE_PORT", default_value_t = 11250)]
+    port: u16,
+
+    /// Serving certificate of the log endpoint (PEM); without it the endpoint is off.
+    #[arg(long, env = "VIGIL_NODE_TLS_CERT", requires = "tls_key", requires = "client_ca")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM, PKCS#8).
+    #[arg(long, env = "VIGIL_NODE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// CA whose client certificates may read logs (the API server's kubelet client).
+    #[arg(long, env = "VIGIL_NODE_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
 }
 
 /// What every part of the node shares.
@@ -62,6 +84,8 @@ pub struct Ctx {
     /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`_PORT`).
     pub api: ApiEndpoint,
     pub kubelet_version: String,
+    /// Port of the log endpoint, 0 when off.
+    pub port: u16,
     pub recorder: Recorder,
     /// All Services, for the pods' `/etc/hosts`.
     pub services: Store<Service>,
@@ -77,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    fields::set_node_ip(args.node_ip.clone());
 
     let config = kube::Config::infer().await.context("loading kubeconfig")?;
     let api = ApiEndpoint {
@@ -104,6 +129,20 @@ async fn main() -> anyhow::Result<()> {
         .default_backoff()
         .for_each(|_| futures::future::ready(()));
 
+    let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) if args.port != 0 => Some(logs::TlsFiles { cert, key, client_ca }),
+        _ => None,
+    };
+    let port = if tls.is_some() { args.port } else { 0 };
+    let log_server = async {
+        let Some(tls) = tls else { return std::future::pending().await };
+        let addr = std::net::SocketAddr::new(args.node_ip.parse().unwrap_or([127, 0, 0, 1].into()), port);
+        if let Err(error) = logs::serve(addr, tls, pods_dir.clone()).await {
+            warn!(error = format!("{error:#}"), "Log endpoint stopped; kubectl logs will not work");
+        }
+        std::future::pending().await
+    };
+
     let reporter = Reporter { controller: "kubelet".into(), instance: Some(args.node_name.clone()) };
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
@@ -114,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         pods_dir: pods_dir.clone(),
         api,
         kubelet_version,
+        port,
         services,
     });
 
@@ -121,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         () = node::run(ctx.clone()) => {}
         () = pods::run(ctx.clone()) => {}
         () = service_stream => {}
+        () = log_server => {}
         () = shutdown_signal() => info!("Shutting down"),
     }
     kill_leftover_processes(&pods_dir);

@@ -11,7 +11,7 @@ use kube::{
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::{Ctx, fields::POD_IP, status::ts};
+use crate::{Ctx, fields::node_ip, status::ts};
 
 pub const CPU_CAPACITY: &str = "8";
 pub const MEMORY_CAPACITY: &str = "16Gi";
@@ -107,10 +107,10 @@ async fn patch_status(ctx: &Ctx, nodes: &Api<Node>, since: chrono::DateTime<Utc>
             condition("Ready", "True", "KubeletReady", "vigil process node is posting ready status", &since, &now),
         ],
         "addresses": [
-            {"type": "InternalIP", "address": POD_IP},
+            {"type": "InternalIP", "address": node_ip()},
             {"type": "Hostname", "address": ctx.node_name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": ctx.port}},
         "nodeInfo": {
             "architecture": labels(&ctx.node_name).get("kubernetes.io/arch").cloned().unwrap_or_default(),
             "bootID": "",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::fields::POD_IP;
+use crate::fields::node_ip;
 
 pub type Ts = DateTime<Utc>;
 
@@ -275,10 +275,10 @@ impl Board {
         let mut status = json!({
             "phase": phase.as_str(),
             "conditions": conditions,
-            "hostIP": POD_IP,
-            "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP,
-            "podIPs": [{"ip": POD_IP}],
+            "hostIP": node_ip(),
+            "hostIPs": [{"ip": node_ip()}],
+            "podIP": node_ip(),
+            "podIPs": [{"ip": node_ip()}],
             "startTime": ts(&self.start_time),
             "containerStatuses": self.main.iter().map(Record::to_json).collect::<Vec<_>>(),
         });
