@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::{
     env::{self, EnvError, Sources},
     images::Image,
+    probes::Readiness,
     runtime::{self, Identity, Launch, StartError},
     status::{RestartPolicy, State, Terminated},
     volumes::Volumes,
@@ -46,7 +47,13 @@ enum LaunchError {
 }
 
 /// Runs one container until it will not run again or the pod stops; returns its last exit code.
-pub async fn supervise(run: &PodRun, slot: Slot, container: &Container, policy: RestartPolicy, volumes: &Volumes) -> i32 {
+pub async fn supervise(
+    run: &PodRun,
+    slot: Slot,
+    container: &Container,
+    policy: RestartPolicy,
+    volumes: &Volumes,
+) -> i32 {
     let mut stop = run.stop.clone();
     let mut backoff = BACKOFF_INITIAL;
     loop {
@@ -61,7 +68,9 @@ pub async fn supervise(run: &PodRun, slot: Slot, container: &Container, policy: 
                 let message = error.to_string();
                 warn!(pod = %run.key, container = %container.name, %message, "Container config error");
                 run.event(true, "Failed", format!("Error: {message}"));
-                run.update(slot, |r| r.state = State::waiting("CreateContainerConfigError", Some(message.clone())));
+                run.update(slot, |r| {
+                    r.state = State::waiting("CreateContainerConfigError", Some(message.clone()))
+                });
                 if !sleep_or_stop(&mut stop, CONFIG_RETRY).await {
                     continue;
                 }
@@ -81,7 +90,11 @@ pub async fn supervise(run: &PodRun, slot: Slot, container: &Container, policy: 
                     finished_at: now,
                     container_id: None,
                 };
-                Outcome { terminated, ran_for: Duration::ZERO, stopped: false }
+                Outcome {
+                    terminated,
+                    ran_for: Duration::ZERO,
+                    stopped: false,
+                }
             }
         };
 
@@ -99,7 +112,12 @@ pub async fn supervise(run: &PodRun, slot: Slot, container: &Container, policy: 
         if outcome.ran_for >= BACKOFF_RESET_AFTER {
             backoff = BACKOFF_INITIAL;
         }
-        let message = format!("back-off {}s restarting failed container={} pod={}", backoff.as_secs(), container.name, run.key);
+        let message = format!(
+            "back-off {}s restarting failed container={} pod={}",
+            backoff.as_secs(),
+            container.name,
+            run.key
+        );
         run.event(true, "BackOff", message.clone());
         run.update(slot, |r| {
             r.last = Some(outcome.terminated.clone());
@@ -123,27 +141,39 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<Option<Stop>>, duration: Durat
     stopped || stop.borrow().is_some()
 }
 
-async fn prepare(run: &PodRun, container: &Container, volumes: &Volumes) -> Result<Launch, LaunchError> {
+async fn prepare(
+    run: &PodRun,
+    container: &Container,
+    volumes: &Volumes,
+) -> Result<Launch, LaunchError> {
     let pod = &run.pod;
     let image_ref = container.image.clone().unwrap_or_default();
     let image = Image::parse(&image_ref);
-    let image_dir = run
-        .ctx
-        .images
-        .prepare(&image)
-        .map_err(|source| LaunchError::Start(StartError::Image { image: image_ref.clone(), source }))?;
+    let image_dir = run.ctx.images.prepare(&image).map_err(|source| {
+        LaunchError::Start(StartError::Image {
+            image: image_ref.clone(),
+            source,
+        })
+    })?;
 
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut sources = Sources::new(run.ctx.client.clone(), &namespace);
-    let env = env::container_env(pod, container, &run.ctx.api, &mut sources).await.map_err(LaunchError::Config)?;
+    let env = env::container_env(pod, container, &run.ctx.api, &mut sources)
+        .await
+        .map_err(LaunchError::Config)?;
 
     let termination = run.layout.termination(&container.name);
     fresh_file(&termination, 0o666).map_err(|source| {
-        LaunchError::Start(StartError::Mountpoint { path: termination.clone(), source })
+        LaunchError::Start(StartError::Mountpoint {
+            path: termination.clone(),
+            source,
+        })
     })?;
-    let mounts = runtime::plan_mounts(container, volumes, &run.layout, image_dir.as_deref()).map_err(LaunchError::Start)?;
+    let mounts = runtime::plan_mounts(container, volumes, &run.layout, image_dir.as_deref())
+        .map_err(LaunchError::Start)?;
     runtime::prepare_mountpoints(&mounts).map_err(LaunchError::Start)?;
-    let argv = runtime::resolve_argv(&image, container, &env, &mounts).map_err(LaunchError::Start)?;
+    let argv =
+        runtime::resolve_argv(&image, container, &env, &mounts).map_err(LaunchError::Start)?;
 
     Ok(Launch {
         argv,
@@ -193,7 +223,11 @@ async fn run_once(
                 finished_at: Utc::now(),
                 container_id: None,
             };
-            return Outcome { terminated, ran_for: Duration::ZERO, stopped: false };
+            return Outcome {
+                terminated,
+                ran_for: Duration::ZERO,
+                stopped: false,
+            };
         }
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -203,16 +237,22 @@ async fn run_once(
     }
     let container_id = format!("vigil-node://{pid}");
     info!(pod = %run.key, container = %container.name, pid, argv0 = %launch.argv[0], "Started");
-    run.event(false, "Started", format!("Started container {}", container.name));
+    run.event(
+        false,
+        "Started",
+        format!("Started container {}", container.name),
+    );
+    let readiness = Readiness::of(container);
     run.update(slot, |r| {
         r.state = State::Running { started_at };
-        r.ready = true;
+        r.ready = readiness.is_none();
         r.container_id = Some(container_id.clone());
     });
 
     let mut stopped = false;
     let status = tokio::select! {
         status = child.wait() => status,
+        () = probe_readiness(run, slot, readiness) => child.wait().await,
         grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|s| s.map(|s| s.grace)) } => {
             stopped = true;
             let grace = grace.unwrap_or_default();
@@ -243,16 +283,53 @@ async fn run_once(
         finished_at: Utc::now(),
         container_id: Some(container_id),
     };
-    Outcome { terminated, ran_for: started.elapsed(), stopped }
+    Outcome {
+        terminated,
+        ran_for: started.elapsed(),
+        stopped,
+    }
+}
+
+/// Keeps the container's `ready` flag up to date; never returns while a probe is defined.
+async fn probe_readiness(run: &PodRun, slot: Slot, readiness: Option<Readiness>) {
+    let Some(probe) = readiness else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep(probe.initial_delay).await;
+    let (mut successes, mut failures, mut ready) = (0u32, 0u32, false);
+    loop {
+        if probe.passes().await {
+            (successes, failures) = (successes + 1, 0);
+        } else {
+            (successes, failures) = (0, failures + 1);
+        }
+        let now_ready = if ready {
+            failures < probe.failure_threshold
+        } else {
+            successes >= probe.success_threshold
+        };
+        if now_ready != ready {
+            ready = now_ready;
+            run.update(slot, |r| r.ready = ready);
+        }
+        tokio::time::sleep(probe.period).await;
+    }
 }
 
 fn exit_code_of(status: &std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(START_ERROR_EXIT)
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(START_ERROR_EXIT)
 }
 
 /// SIGTERM to the group, SIGKILL after `grace`.
-async fn kill_group(child: &mut Child, pid: i32, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+async fn kill_group(
+    child: &mut Child,
+    pid: i32,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
     if pid > 0 {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     }
@@ -269,7 +346,13 @@ async fn kill_group(child: &mut Child, pid: i32, grace: Duration) -> std::io::Re
 
 /// The message file's content (at most 4 KiB) or, with `FallbackToLogsOnError` after a
 /// failure and an empty file, the log's tail.
-fn termination_message(run: &PodRun, container: &Container, exit_code: i32, log: &Path, log_offset: u64) -> Option<String> {
+fn termination_message(
+    run: &PodRun,
+    container: &Container,
+    exit_code: i32,
+    log: &Path,
+    log_offset: u64,
+) -> Option<String> {
     let path = run.layout.termination(&container.name);
     let mut bytes = Vec::new();
     if let Ok(file) = fs::File::open(&path) {
@@ -293,6 +376,8 @@ fn log_tail(log: &Path, offset: u64) -> Vec<u8> {
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(FALLBACK_LOG_LINES)..].join("\n");
     let start = tail.len().saturating_sub(FALLBACK_LOG_BYTES);
-    let start = (start..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
-    tail[start..].as_bytes().to_vec()
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    tail.as_bytes()[start..].to_vec()
 }

@@ -15,7 +15,11 @@ pub enum EnvError {
     #[error("secret {0:?} not found")]
     SecretMissing(String),
     #[error("couldn't find key {key} in {kind} {name:?}")]
-    KeyMissing { kind: &'static str, name: String, key: String },
+    KeyMissing {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("unsupported field path {0:?}")]
     FieldPath(String),
     #[error("reading {kind} {name:?}: {source}")]
@@ -53,15 +57,22 @@ impl Sources {
     }
 
     /// The string data of a ConfigMap (`binaryData` decoded lossily), `None` when absent.
-    pub async fn configmap(&mut self, name: &str) -> Result<Option<BTreeMap<String, String>>, EnvError> {
+    pub async fn configmap(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, EnvError> {
         if let Some(hit) = self.cm_cache.get(name) {
             return Ok(hit.clone());
         }
-        let found = self.configmaps.get_opt(name).await.map_err(|source| EnvError::Api {
-            kind: "configmap",
-            name: name.to_string(),
-            source,
-        })?;
+        let found = self
+            .configmaps
+            .get_opt(name)
+            .await
+            .map_err(|source| EnvError::Api {
+                kind: "configmap",
+                name: name.to_string(),
+                source,
+            })?;
         let data = found.map(|cm| {
             let mut data = cm.data.unwrap_or_default();
             for (key, bytes) in cm.binary_data.unwrap_or_default() {
@@ -74,15 +85,22 @@ impl Sources {
     }
 
     /// The decoded data of a Secret (`stringData` is merged by the API server), `None` when absent.
-    pub async fn secret(&mut self, name: &str) -> Result<Option<BTreeMap<String, String>>, EnvError> {
+    pub async fn secret(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, EnvError> {
         if let Some(hit) = self.secret_cache.get(name) {
             return Ok(hit.clone());
         }
-        let found = self.secrets.get_opt(name).await.map_err(|source| EnvError::Api {
-            kind: "secret",
-            name: name.to_string(),
-            source,
-        })?;
+        let found = self
+            .secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| EnvError::Api {
+                kind: "secret",
+                name: name.to_string(),
+                source,
+            })?;
         let data = found.map(|secret| {
             secret
                 .data
@@ -96,7 +114,10 @@ impl Sources {
     }
 
     /// Raw bytes of a ConfigMap for volumes: `data` and `binaryData` together.
-    pub async fn configmap_bytes(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+    pub async fn configmap_bytes(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
         Ok(self.configmaps.get_opt(name).await?.map(|cm| {
             let mut out: BTreeMap<String, Vec<u8>> = cm
                 .data
@@ -104,18 +125,28 @@ impl Sources {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_bytes()))
                 .collect();
-            out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            out.extend(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
             out
         }))
     }
 
     /// Raw bytes of a Secret for volumes.
-    pub async fn secret_bytes(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
-        Ok(self
-            .secrets
-            .get_opt(name)
-            .await?
-            .map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()))
+    pub async fn secret_bytes(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+        Ok(self.secrets.get_opt(name).await?.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        }))
     }
 }
 
@@ -134,12 +165,28 @@ pub async fn container_env(
     };
 
     let name = pod.metadata.name.clone().unwrap_or_default();
-    set(&mut env, "PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    set(
+        &mut env,
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
     set(&mut env, "HOSTNAME".into(), name);
     set(&mut env, "KUBERNETES_SERVICE_HOST".into(), api.host.clone());
-    set(&mut env, "KUBERNETES_SERVICE_PORT".into(), api.port.to_string());
-    set(&mut env, "KUBERNETES_SERVICE_PORT_HTTPS".into(), api.port.to_string());
-    set(&mut env, "KUBERNETES_PORT".into(), format!("tcp://{}:{}", api.host, api.port));
+    set(
+        &mut env,
+        "KUBERNETES_SERVICE_PORT".into(),
+        api.port.to_string(),
+    );
+    set(
+        &mut env,
+        "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+        api.port.to_string(),
+    );
+    set(
+        &mut env,
+        "KUBERNETES_PORT".into(),
+        format!("tcp://{}:{}", api.host, api.port),
+    );
 
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -179,7 +226,8 @@ async fn env_value(
     sources: &mut Sources,
 ) -> Result<Option<String>, EnvError> {
     let Some(from) = &var.value_from else {
-        let lookup: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let lookup: HashMap<&str, &str> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         return Ok(Some(expand(var.value.as_deref().unwrap_or(""), &lookup)));
     };
     if let Some(field) = &from.field_ref {
@@ -196,7 +244,11 @@ async fn env_value(
             Some(data) => match data.get(&sel.key) {
                 Some(value) => Ok(Some(value.clone())),
                 None if optional => Ok(None),
-                None => Err(EnvError::KeyMissing { kind: "configmap", name: sel.name.clone(), key: sel.key.clone() }),
+                None => Err(EnvError::KeyMissing {
+                    kind: "configmap",
+                    name: sel.name.clone(),
+                    key: sel.key.clone(),
+                }),
             },
             None if optional => Ok(None),
             None => Err(EnvError::ConfigMapMissing(sel.name.clone())),
@@ -208,7 +260,11 @@ async fn env_value(
             Some(data) => match data.get(&sel.key) {
                 Some(value) => Ok(Some(value.clone())),
                 None if optional => Ok(None),
-                None => Err(EnvError::KeyMissing { kind: "secret", name: sel.name.clone(), key: sel.key.clone() }),
+                None => Err(EnvError::KeyMissing {
+                    kind: "secret",
+                    name: sel.name.clone(),
+                    key: sel.key.clone(),
+                }),
             },
             None if optional => Ok(None),
             None => Err(EnvError::SecretMissing(sel.name.clone())),

@@ -31,8 +31,12 @@ pub fn pod_field(pod: &Pod, path: &str) -> Option<String> {
         "metadata.labels" => format_map(meta.labels.as_ref()),
         "metadata.annotations" => format_map(meta.annotations.as_ref()),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => node_ip().to_string(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => {
+            node_ip().to_string()
+        }
         _ => {
             let key = |prefix: &str| {
                 path.strip_prefix(prefix)
@@ -40,9 +44,15 @@ pub fn pod_field(pod: &Pod, path: &str) -> Option<String> {
                     .map(str::to_string)
             };
             if let Some(label) = key("metadata.labels['") {
-                meta.labels.as_ref().and_then(|l| l.get(&label).cloned()).unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&label).cloned())
+                    .unwrap_or_default()
             } else if let Some(annotation) = key("metadata.annotations['") {
-                meta.annotations.as_ref().and_then(|a| a.get(&annotation).cloned()).unwrap_or_default()
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(&annotation).cloned())
+                    .unwrap_or_default()
             } else {
                 return None;
             }
@@ -89,7 +99,10 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("web-1".into()),
                 namespace: Some("soc".into()),
-                labels: Some(BTreeMap::from([("b".into(), "2".into()), ("a".into(), "1".into())])),
+                labels: Some(BTreeMap::from([
+                    ("b".into(), "2".into()),
+                    ("a".into(), "1".into()),
+                ])),
                 ..Default::default()
             },
             ..Default::default()
@@ -98,13 +111,22 @@ mod tests {
 
     #[test]
     fn labels_should_be_written_sorted_and_quoted() {
-        assert_eq!(pod_field(&pod(), "metadata.labels").as_deref(), Some("a=\"1\"\nb=\"2\""));
+        assert_eq!(
+            pod_field(&pod(), "metadata.labels").as_deref(),
+            Some("a=\"1\"\nb=\"2\"")
+        );
     }
 
     #[test]
     fn a_single_label_should_be_addressable_by_key() {
-        assert_eq!(pod_field(&pod(), "metadata.labels['b']").as_deref(), Some("2"));
-        assert_eq!(pod_field(&pod(), "metadata.namespace").as_deref(), Some("soc"));
+        assert_eq!(
+            pod_field(&pod(), "metadata.labels['b']").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            pod_field(&pod(), "metadata.namespace").as_deref(),
+            Some("soc")
+        );
         assert_eq!(pod_field(&pod(), "spec.bogus"), None);
     }
 }

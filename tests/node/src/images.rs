@@ -58,7 +58,11 @@ impl Image {
             None => (last.to_string(), None),
         };
         let family = family_of(&basename);
-        Image { family, basename, tag }
+        Image {
+            family,
+            basename,
+            tag,
+        }
     }
 
     /// The image's default command (`ENTRYPOINT` + `CMD` of the real image, simplified).
@@ -75,7 +79,12 @@ impl Image {
 
     /// Host programs linked into the family's directory, as (name in container, host target).
     fn links(&self) -> Vec<(String, &'static str)> {
-        let shells = || vec![("sh".to_string(), "/bin/sh"), ("bash".to_string(), "/bin/bash")];
+        let shells = || {
+            vec![
+                ("sh".to_string(), "/bin/sh"),
+                ("bash".to_string(), "/bin/bash"),
+            ]
+        };
         match self.family {
             Some(Family::Python) => {
                 let mut links = vec![
@@ -89,8 +98,10 @@ impl Image {
                 links
             }
             Some(Family::Node) => {
-                let mut links =
-                    vec![("node".to_string(), "/usr/bin/node"), ("nodejs".to_string(), "/usr/bin/node")];
+                let mut links = vec![
+                    ("node".to_string(), "/usr/bin/node"),
+                    ("nodejs".to_string(), "/usr/bin/node"),
+                ];
                 links.extend(shells());
                 links
             }
@@ -111,7 +122,10 @@ fn family_of(basename: &str) -> Option<Family> {
         ("debian", Family::Debian),
         ("ubuntu", Family::Debian),
     ];
-    table.iter().find(|(prefix, _)| basename.starts_with(prefix)).map(|(_, family)| *family)
+    table
+        .iter()
+        .find(|(prefix, _)| basename.starts_with(prefix))
+        .map(|(_, family)| *family)
 }
 
 /// `3.12` from tags like `3.12-slim` or `3.12.4-bookworm`.
@@ -140,10 +154,15 @@ impl ImageStore {
     /// For vigil images the executables of `VIGIL_NODE_IMAGE_BIN` are copied (when changed)
     /// into a world-readable directory, because the build directory usually is not.
     pub fn prepare(&self, image: &Image) -> std::io::Result<Option<PathBuf>> {
-        let Some(family) = image.family else { return Ok(None) };
+        let Some(family) = image.family else {
+            return Ok(None);
+        };
         let dir = match family {
             Family::Vigil => self.root.join("vigil").join("bin"),
-            _ => self.root.join(format!("{family:?}-{}", image.tag.as_deref().unwrap_or("latest"))),
+            _ => self.root.join(format!(
+                "{family:?}-{}",
+                image.tag.as_deref().unwrap_or("latest")
+            )),
         };
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
@@ -177,11 +196,18 @@ fn sync_executables(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         let dest = to.join(entry.file_name());
         let stamp = |m: &fs::Metadata| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-        if fs::metadata(&dest).map(|m| stamp(&m) == stamp(&meta)).unwrap_or(false) {
+        if fs::metadata(&dest)
+            .map(|m| stamp(&m) == stamp(&meta))
+            .unwrap_or(false)
+        {
             continue;
         }
         // Copy beside and rename: a running copy keeps its inode, no "text file busy".
-        let tmp = to.join(format!(".{}.{}", entry.file_name().to_string_lossy(), std::process::id()));
+        let tmp = to.join(format!(
+            ".{}.{}",
+            entry.file_name().to_string_lossy(),
+            std::process::id()
+        ));
         fs::copy(entry.path(), &tmp)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
         let file = fs::File::options().write(true).open(&tmp)?;
@@ -209,7 +235,10 @@ mod tests {
     fn vigil_images_should_default_to_their_own_binary() {
         let image = Image::parse("ghcr.io/vigil/vigil-operator:dev@sha256:abc");
         assert_eq!(image.family, Some(Family::Vigil));
-        assert_eq!(image.default_command(), Some(vec!["/usr/local/bin/vigil-operator".to_string()]));
+        assert_eq!(
+            image.default_command(),
+            Some(vec!["/usr/local/bin/vigil-operator".to_string()])
+        );
     }
 
     #[test]

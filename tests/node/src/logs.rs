@@ -47,7 +47,9 @@ fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     let key = PrivateKeyDer::from_pem_file(&files.key).context("reading the serving key")?;
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(&files.client_ca).context("reading the client CA")? {
-        roots.add(ca.context("parsing the client CA")?).context("adding the client CA")?;
+        roots
+            .add(ca.context("parsing the client CA")?)
+            .context("adding the client CA")?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -64,7 +66,9 @@ fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
 /// Serves `/containerLogs/{namespace}/{pod}/{container}` until the process ends.
 pub async fn serve(addr: SocketAddr, files: TlsFiles, pods_dir: PathBuf) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&files)?));
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     info!(%addr, "Serving container logs");
     let pods_dir = Arc::new(pods_dir);
     loop {
@@ -94,7 +98,9 @@ pub async fn serve(addr: SocketAddr, files: TlsFiles, pods_dir: PathBuf) -> anyh
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let body = Full::new(Bytes::from(message.to_string())).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from(message.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
@@ -124,20 +130,26 @@ impl LogQuery {
     }
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, pods_dir: Arc<PathBuf>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    pods_dir: Arc<PathBuf>,
+) -> Result<Response<Body>, Infallible> {
     let parts: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
     let ["containerLogs", namespace, pod, container] = parts.as_slice() else {
-        return Ok(text(StatusCode::NOT_FOUND, "only /containerLogs/{namespace}/{pod}/{container} is served"));
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            "only /containerLogs/{namespace}/{pod}/{container} is served",
+        ));
     };
     let Some(pod_dir) = find_pod_dir(&pods_dir, namespace, pod) else {
-        return Ok(text(StatusCode::NOT_FOUND, &format!("pod {namespace}/{pod} is not on this node")));
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            &format!("pod {namespace}/{pod} is not on this node"),
+        ));
     };
     let log = pod_dir.join("logs").join(format!("{container}.log"));
     let query = LogQuery::parse(req.uri().query());
-    let (mut head, offset) = match read_tail(&log, query.tail_lines) {
-        Ok(read) => read,
-        Err(_) => (Vec::new(), 0),
-    };
+    let (mut head, offset) = read_tail(&log, query.tail_lines).unwrap_or_default();
     if let Some(limit) = query.limit_bytes {
         head.truncate(limit);
     }
@@ -147,23 +159,32 @@ async fn handle(req: Request<hyper::body::Incoming>, pods_dir: Arc<PathBuf>) -> 
 
     let pid_file = pod_dir.join("pids").join(container);
     let state = (Some(head), offset, log, pid_file, pod_dir);
-    let stream = futures::stream::unfold(state, |(first, offset, log, pid_file, pod_dir)| async move {
-        if let Some(first) = first {
-            return Some((Ok(Frame::data(Bytes::from(first))), (None, offset, log, pid_file, pod_dir)));
-        }
-        let mut offset = offset;
-        loop {
-            let running = pid_file.exists();
-            let chunk = read_from(&log, &mut offset);
-            if !chunk.is_empty() {
-                return Some((Ok(Frame::data(Bytes::from(chunk))), (None, offset, log, pid_file, pod_dir)));
+    let stream = futures::stream::unfold(
+        state,
+        |(first, offset, log, pid_file, pod_dir)| async move {
+            if let Some(first) = first {
+                return Some((
+                    Ok(Frame::data(Bytes::from(first))),
+                    (None, offset, log, pid_file, pod_dir),
+                ));
             }
-            if !running || !pod_dir.exists() {
-                return None;
+            let mut offset = offset;
+            loop {
+                let running = pid_file.exists();
+                let chunk = read_from(&log, &mut offset);
+                if !chunk.is_empty() {
+                    return Some((
+                        Ok(Frame::data(Bytes::from(chunk))),
+                        (None, offset, log, pid_file, pod_dir),
+                    ));
+                }
+                if !running || !pod_dir.exists() {
+                    return None;
+                }
+                tokio::time::sleep(FOLLOW_POLL).await;
             }
-            tokio::time::sleep(FOLLOW_POLL).await;
-        }
-    });
+        },
+    );
     let body = BodyExt::boxed_unsync(StreamBody::new(stream.boxed()));
     Ok(Response::new(body))
 }
@@ -183,7 +204,9 @@ fn find_pod_dir(pods_dir: &Path, namespace: &str, name: &str) -> Option<PathBuf>
 fn read_tail(path: &Path, lines: Option<usize>) -> std::io::Result<(Vec<u8>, u64)> {
     let bytes = fs::read(path)?;
     let len = bytes.len() as u64;
-    let Some(lines) = lines else { return Ok((bytes, len)) };
+    let Some(lines) = lines else {
+        return Ok((bytes, len));
+    };
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let start = if lines == 0 {
         bytes.len()
@@ -216,8 +239,17 @@ mod tests {
 
     #[test]
     fn the_query_should_carry_follow_tail_and_limit() {
-        let query = LogQuery::parse(Some("follow=true&tailLines=5&limitBytes=100&timestamps=false"));
-        assert_eq!(query, LogQuery { follow: true, tail_lines: Some(5), limit_bytes: Some(100) });
+        let query = LogQuery::parse(Some(
+            "follow=true&tailLines=5&limitBytes=100&timestamps=false",
+        ));
+        assert_eq!(
+            query,
+            LogQuery {
+                follow: true,
+                tail_lines: Some(5),
+                limit_bytes: Some(100)
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod images;
 mod logs;
 mod node;
 mod pods;
+mod probes;
 mod runtime;
 mod status;
 mod volumes;
@@ -62,7 +63,12 @@ struct Args {
     port: u16,
 
     /// Serving certificate of the log endpoint (PEM); without it the endpoint is off.
-    #[arg(long, env = "VIGIL_NODE_TLS_CERT", requires = "tls_key", requires = "client_ca")]
+    #[arg(
+        long,
+        env = "VIGIL_NODE_TLS_CERT",
+        requires = "tls_key",
+        requires = "client_ca"
+    )]
     tls_cert: Option<PathBuf>,
 
     /// Private key of the serving certificate (PEM, PKCS#8).
@@ -125,25 +131,44 @@ async fn main() -> anyhow::Result<()> {
     info!(node = %args.node_name, image_bin = %image_bin.display(), api = %format!("{}:{}", api.host, api.port), "Starting");
 
     let (services, writer) = reflector::store();
-    let service_stream = reflector::reflector(writer, watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
+    let service_stream = reflector::reflector(
+        writer,
+        watcher::watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
 
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
-        (Some(cert), Some(key), Some(client_ca)) if args.port != 0 => Some(logs::TlsFiles { cert, key, client_ca }),
+        (Some(cert), Some(key), Some(client_ca)) if args.port != 0 => Some(logs::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
         _ => None,
     };
     let port = if tls.is_some() { args.port } else { 0 };
     let log_server = async {
-        let Some(tls) = tls else { return std::future::pending().await };
-        let addr = std::net::SocketAddr::new(args.node_ip.parse().unwrap_or([127, 0, 0, 1].into()), port);
+        let Some(tls) = tls else {
+            return std::future::pending().await;
+        };
+        let addr =
+            std::net::SocketAddr::new(args.node_ip.parse().unwrap_or([127, 0, 0, 1].into()), port);
         if let Err(error) = logs::serve(addr, tls, pods_dir.clone()).await {
-            warn!(error = format!("{error:#}"), "Log endpoint stopped; kubectl logs will not work");
+            warn!(
+                error = format!("{error:#}"),
+                "Log endpoint stopped; kubectl logs will not work"
+            );
         }
         std::future::pending().await
     };
 
-    let reporter = Reporter { controller: "kubelet".into(), instance: Some(args.node_name.clone()) };
+    let reporter = Reporter {
+        controller: "kubelet".into(),
+        instance: Some(args.node_name.clone()),
+    };
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -180,7 +205,10 @@ fn default_image_bin() -> PathBuf {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -192,12 +220,18 @@ async fn shutdown_signal() {
 /// Kills the process groups recorded under `pods/*/pids/`: containers of a previous node
 /// process (this one does not adopt them) or, at shutdown, of this one.
 fn kill_leftover_processes(pods_dir: &std::path::Path) {
-    let Ok(pods) = fs::read_dir(pods_dir) else { return };
+    let Ok(pods) = fs::read_dir(pods_dir) else {
+        return;
+    };
     let mut killed = 0;
     for pod in pods.flatten() {
-        let Ok(pids) = fs::read_dir(pod.path().join("pids")) else { continue };
+        let Ok(pids) = fs::read_dir(pod.path().join("pids")) else {
+            continue;
+        };
         for file in pids.flatten() {
-            let pgid = fs::read_to_string(file.path()).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            let pgid = fs::read_to_string(file.path())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
             if let Some(pgid) = pgid.filter(|p| *p > 1) {
                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
                 std::thread::sleep(Duration::from_millis(100));

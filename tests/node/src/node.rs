@@ -28,8 +28,16 @@ pub fn labels(node_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), node_name.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
-        ("kubernetes.io/arch".to_string(), std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
-        ("node.kubernetes.io/instance-type".to_string(), "vigil-process-node".to_string()),
+        (
+            "kubernetes.io/arch".to_string(),
+            std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
+        ),
+        (
+            "node.kubernetes.io/instance-type".to_string(),
+            "vigil-process-node".to_string(),
+        ),
     ])
 }
 
@@ -66,7 +74,11 @@ pub async fn run(ctx: Arc<Ctx>) {
     }
 }
 
-async fn register(ctx: &Ctx, nodes: &Api<Node>, since: chrono::DateTime<Utc>) -> Result<String, kube::Error> {
+async fn register(
+    ctx: &Ctx,
+    nodes: &Api<Node>,
+    since: chrono::DateTime<Utc>,
+) -> Result<String, kube::Error> {
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -87,14 +99,25 @@ async fn register(ctx: &Ctx, nodes: &Api<Node>, since: chrono::DateTime<Utc>) ->
     Ok(node.metadata.uid.unwrap_or_default())
 }
 
-fn condition(kind: &str, status: &str, reason: &str, message: &str, since: &str, now: &str) -> Value {
+fn condition(
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    since: &str,
+    now: &str,
+) -> Value {
     json!({
         "type": kind, "status": status, "reason": reason, "message": message,
         "lastHeartbeatTime": now, "lastTransitionTime": since,
     })
 }
 
-async fn patch_status(ctx: &Ctx, nodes: &Api<Node>, since: chrono::DateTime<Utc>) -> Result<Node, kube::Error> {
+async fn patch_status(
+    ctx: &Ctx,
+    nodes: &Api<Node>,
+    since: chrono::DateTime<Utc>,
+) -> Result<Node, kube::Error> {
     let (now, since) = (ts(&Utc::now()), ts(&since));
     let capacity = json!({"cpu": CPU_CAPACITY, "memory": MEMORY_CAPACITY, "pods": PODS_CAPACITY, "ephemeral-storage": "100Gi"});
     let status = json!({
@@ -124,11 +147,19 @@ async fn patch_status(ctx: &Ctx, nodes: &Api<Node>, since: chrono::DateTime<Utc>
             "systemUUID": "",
         },
     });
-    nodes.patch_status(&ctx.node_name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
+    nodes
+        .patch_status(
+            &ctx.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn renew_lease(ctx: &Ctx, leases: &Api<Lease>, node_uid: &str) -> Result<(), kube::Error> {
@@ -138,7 +169,14 @@ async fn renew_lease(ctx: &Ctx, leases: &Api<Lease>, node_uid: &str) -> Result<(
         "leaseDurationSeconds": LEASE_SECONDS,
         "renewTime": now,
     });
-    match leases.patch(&ctx.node_name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await {
+    match leases
+        .patch(
+            &ctx.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => {
             let lease: Lease = serde_json::from_value(json!({
@@ -152,7 +190,10 @@ async fn renew_lease(ctx: &Ctx, leases: &Api<Lease>, node_uid: &str) -> Result<(
                 "spec": spec,
             }))
             .map_err(kube::Error::SerdeError)?;
-            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ())
         }
         Err(error) => Err(error),
     }

@@ -27,7 +27,9 @@ type Workers = HashMap<String, watch::Sender<Option<Arc<Pod>>>>;
 /// Runs until the watch stream ends (it does not: the watcher retries with back-off).
 pub async fn run(ctx: Arc<Ctx>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
-    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut workers = Workers::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut first_list = true;
@@ -109,18 +111,30 @@ fn run_here(ctx: &Arc<Ctx>, workers: &mut Workers, pod: Pod) {
 
 /// The scheduler's part, reduced: the default scheduler's pods that fit the node's labels.
 fn schedulable(ctx: &Ctx, pod: &Pod) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return false };
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
     if pod.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    if !matches!(spec.scheduler_name.as_deref(), None | Some("default-scheduler")) {
+    if !matches!(
+        spec.scheduler_name.as_deref(),
+        None | Some("default-scheduler")
+    ) {
         return false;
     }
-    if spec.scheduling_gates.as_ref().is_some_and(|g| !g.is_empty()) {
+    if spec
+        .scheduling_gates
+        .as_ref()
+        .is_some_and(|g| !g.is_empty())
+    {
         return false;
     }
     let labels: BTreeMap<String, String> = node::labels(&ctx.node_name);
-    spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+    spec.node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
 }
 
 async fn bind(ctx: Arc<Ctx>, pod: Pod) {
@@ -133,7 +147,15 @@ async fn bind(ctx: Arc<Ctx>, pod: Pod) {
         "metadata": {"name": name, "uid": pod.uid()},
         "target": {"apiVersion": "v1", "kind": "Node", "name": ctx.node_name},
     });
-    match api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+    match api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
         Ok(_) => info!(pod = %format!("{namespace}/{name}"), "Bound"),
         // Already bound (a duplicate event) or gone.
         Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
@@ -145,7 +167,10 @@ async fn delete_now(ctx: Arc<Ctx>, pod: Pod) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(kube::api::Preconditions { uid: pod.uid(), resource_version: None }),
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match api.delete(&pod.name_any(), &params).await {
@@ -167,7 +192,9 @@ fn remove_dir(ctx: &Ctx, pod: &Pod) {
 
 /// Directories of pods that no longer exist (the node was down when they were deleted).
 fn remove_orphan_dirs(ctx: &Ctx, live: &HashSet<String>) {
-    let Ok(entries) = fs::read_dir(&ctx.pods_dir) else { return };
+    let Ok(entries) = fs::read_dir(&ctx.pods_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let uid = name.rsplit('_').next().unwrap_or_default();

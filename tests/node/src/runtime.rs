@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::{
     mount::{MsFlags, mount},
     sched::{CloneFlags, unshare},
-    unistd::{Gid, Uid, chdir, sethostname, setgid, setgroups, setsid, setuid},
+    unistd::{Gid, Uid, chdir, setgid, setgroups, sethostname, setsid, setuid},
 };
 use tokio::process::{Child, Command};
 
@@ -69,7 +69,13 @@ pub fn host_path_of(path: &Path, mounts: &[Mount]) -> PathBuf {
         .rev()
         .filter_map(|m| path.strip_prefix(&m.target).ok().map(|rest| (m, rest)))
         .max_by_key(|(m, _)| m.target.components().count())
-        .map(|(m, rest)| if rest.as_os_str().is_empty() { m.source.clone() } else { m.source.join(rest) })
+        .map(|(m, rest)| {
+            if rest.as_os_str().is_empty() {
+                m.source.clone()
+            } else {
+                m.source.join(rest)
+            }
+        })
         .unwrap_or_else(|| path.to_path_buf())
 }
 
@@ -82,30 +88,54 @@ pub fn plan_mounts(
 ) -> Result<Vec<Mount>, StartError> {
     let mut mounts = Vec::new();
     if let Some(dir) = image_dir {
-        mounts.push(Mount { source: dir.to_path_buf(), target: IMAGE_BIN_MOUNT.into(), read_only: true });
+        mounts.push(Mount {
+            source: dir.to_path_buf(),
+            target: IMAGE_BIN_MOUNT.into(),
+            read_only: true,
+        });
     }
     let mut volume_mounts: Vec<Mount> = Vec::new();
     for vm in container.volume_mounts.iter().flatten() {
-        let volume = volumes.get(&vm.name).ok_or_else(|| StartError::UnknownVolume(vm.name.clone()))?;
+        let volume = volumes
+            .get(&vm.name)
+            .ok_or_else(|| StartError::UnknownVolume(vm.name.clone()))?;
         let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
                 let path = volume.path.join(sub);
                 if !path.exists() {
-                    fs::create_dir_all(&path).map_err(|source| StartError::Mountpoint { path: path.clone(), source })?;
+                    fs::create_dir_all(&path).map_err(|source| StartError::Mountpoint {
+                        path: path.clone(),
+                        source,
+                    })?;
                 }
                 path
             }
             None => volume.path.clone(),
         };
         let read_only = vm.read_only == Some(true) || volume.read_only;
-        volume_mounts.push(Mount { source, target: normalize(&vm.mount_path), read_only });
+        volume_mounts.push(Mount {
+            source,
+            target: normalize(&vm.mount_path),
+            read_only,
+        });
     }
     volume_mounts.sort_by_key(|m| m.target.components().count());
     mounts.extend(volume_mounts);
 
-    let termination = container.termination_message_path.as_deref().unwrap_or(DEFAULT_TERMINATION_PATH);
-    mounts.push(Mount { source: layout.termination(&container.name), target: normalize(termination), read_only: false });
-    mounts.push(Mount { source: layout.hosts(), target: "/etc/hosts".into(), read_only: true });
+    let termination = container
+        .termination_message_path
+        .as_deref()
+        .unwrap_or(DEFAULT_TERMINATION_PATH);
+    mounts.push(Mount {
+        source: layout.termination(&container.name),
+        target: normalize(termination),
+        read_only: false,
+    });
+    mounts.push(Mount {
+        source: layout.hosts(),
+        target: "/etc/hosts".into(),
+        read_only: true,
+    });
     Ok(mounts)
 }
 
@@ -127,7 +157,10 @@ pub fn prepare_mountpoints(mounts: &[Mount]) -> Result<(), StartError> {
         if host.exists() {
             continue;
         }
-        let err = |source| StartError::Mountpoint { path: host.clone(), source };
+        let err = |source| StartError::Mountpoint {
+            path: host.clone(),
+            source,
+        };
         if m.source.is_dir() {
             fs::create_dir_all(&host).map_err(err)?;
         } else {
@@ -148,28 +181,50 @@ pub fn resolve_argv(
     env: &[(String, String)],
     mounts: &[Mount],
 ) -> Result<Vec<String>, StartError> {
-    let lookup: std::collections::HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let expand = |v: &Vec<String>| v.iter().map(|s| crate::env::expand(s, &lookup)).collect::<Vec<_>>();
-    let command = container.command.as_ref().filter(|c| !c.is_empty()).map(expand);
-    let args = container.args.as_ref().filter(|a| !a.is_empty()).map(expand);
+    let lookup: std::collections::HashMap<&str, &str> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let expand = |v: &Vec<String>| {
+        v.iter()
+            .map(|s| crate::env::expand(s, &lookup))
+            .collect::<Vec<_>>()
+    };
+    let command = container
+        .command
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(expand);
+    let args = container
+        .args
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(expand);
     let mut argv = match (command, args) {
         (Some(mut command), args) => {
             command.extend(args.unwrap_or_default());
             command
         }
         (None, Some(args)) => args,
-        (None, None) => image.default_command().ok_or_else(|| StartError::NoCommand(container.image.clone().unwrap_or_default()))?,
+        (None, None) => image
+            .default_command()
+            .ok_or_else(|| StartError::NoCommand(container.image.clone().unwrap_or_default()))?,
     };
     let Some(first) = argv.first().cloned() else {
-        return Err(StartError::NoCommand(container.image.clone().unwrap_or_default()));
+        return Err(StartError::NoCommand(
+            container.image.clone().unwrap_or_default(),
+        ));
     };
-    let path = lookup.get("PATH").copied().unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let path = lookup
+        .get("PATH")
+        .copied()
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     argv[0] = resolve_program(&first, path, mounts)?;
     Ok(argv)
 }
 
 fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 fn resolve_program(program: &str, path_var: &str, mounts: &[Mount]) -> Result<String, StartError> {
@@ -181,7 +236,10 @@ fn resolve_program(program: &str, path_var: &str, mounts: &[Mount]) -> Result<St
         // Relative to the working directory, which only exists once mounted: let exec decide.
         return Ok(program.to_string());
     }
-    let name = Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let candidate = Path::new(dir).join(&name);
         if is_executable(&host_path_of(&candidate, mounts)) {
@@ -204,8 +262,14 @@ impl Identity {
         let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
         let sc = container.security_context.as_ref();
         let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-        let uid = to_u32(sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user)));
-        let gid = to_u32(sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group)));
+        let uid = to_u32(
+            sc.and_then(|s| s.run_as_user)
+                .or(pod_sc.and_then(|s| s.run_as_user)),
+        );
+        let gid = to_u32(
+            sc.and_then(|s| s.run_as_group)
+                .or(pod_sc.and_then(|s| s.run_as_group)),
+        );
         let mut groups: Vec<u32> = pod_sc
             .and_then(|s| s.supplemental_groups.clone())
             .unwrap_or_default()
@@ -213,7 +277,11 @@ impl Identity {
             .filter_map(|g| u32::try_from(g).ok())
             .collect();
         groups.extend(to_u32(pod_sc.and_then(|s| s.fs_group)));
-        Identity { uid, gid: gid.or(uid.map(|_| 0)), groups }
+        Identity {
+            uid,
+            gid: gid.or(uid.map(|_| 0)),
+            groups,
+        }
     }
 }
 
@@ -235,7 +303,11 @@ fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
 
 /// Spawns the container process; its pid is also its process group id.
 pub fn spawn(launch: &Launch) -> Result<Child, StartError> {
-    let log = fs::OpenOptions::new().create(true).append(true).open(&launch.log).map_err(StartError::Spawn)?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&launch.log)
+        .map_err(StartError::Spawn)?;
     let log_err = log.try_clone().map_err(StartError::Spawn)?;
 
     // Everything the child needs is allocated here: after fork only system calls run.
@@ -247,10 +319,16 @@ pub fn spawn(launch: &Launch) -> Result<Child, StartError> {
             m.read_only,
         ));
     }
-    let workdir = cstring(launch.working_dir.as_deref().unwrap_or("/").as_bytes()).map_err(StartError::Spawn)?;
+    let workdir = cstring(launch.working_dir.as_deref().unwrap_or("/").as_bytes())
+        .map_err(StartError::Spawn)?;
     let hostname = OsString::from(&launch.hostname);
     let identity = launch.identity.clone();
-    let groups: Vec<Gid> = identity.gid.into_iter().chain(identity.groups.iter().copied()).map(Gid::from_raw).collect();
+    let groups: Vec<Gid> = identity
+        .gid
+        .into_iter()
+        .chain(identity.groups.iter().copied())
+        .map(Gid::from_raw)
+        .collect();
 
     let mut cmd = Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
@@ -266,9 +344,21 @@ pub fn spawn(launch: &Launch) -> Result<Child, StartError> {
             setsid()?;
             unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)?;
             let none: Option<&CStr> = None;
-            mount(none, c"/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+            mount(
+                none,
+                c"/",
+                none,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                none,
+            )?;
             for (source, target, read_only) in &binds {
-                mount(Some(source.as_c_str()), target.as_c_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+                mount(
+                    Some(source.as_c_str()),
+                    target.as_c_str(),
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                )?;
                 if *read_only {
                     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
                     mount(none, target.as_c_str(), none, flags, none)?;
@@ -294,16 +384,32 @@ mod tests {
     use super::*;
 
     fn m(source: &str, target: &str) -> Mount {
-        Mount { source: source.into(), target: target.into(), read_only: false }
+        Mount {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
     }
 
     #[test]
     fn host_path_of_should_use_the_deepest_mount() {
         let mounts = vec![m("/h/work", "/work"), m("/h/cfg", "/work/config")];
-        assert_eq!(host_path_of(Path::new("/work/config/a.json"), &mounts), PathBuf::from("/h/cfg/a.json"));
-        assert_eq!(host_path_of(Path::new("/work/x"), &mounts), PathBuf::from("/h/work/x"));
-        assert_eq!(host_path_of(Path::new("/work"), &mounts), PathBuf::from("/h/work"));
-        assert_eq!(host_path_of(Path::new("/etc/passwd"), &mounts), PathBuf::from("/etc/passwd"));
+        assert_eq!(
+            host_path_of(Path::new("/work/config/a.json"), &mounts),
+            PathBuf::from("/h/cfg/a.json")
+        );
+        assert_eq!(
+            host_path_of(Path::new("/work/x"), &mounts),
+            PathBuf::from("/h/work/x")
+        );
+        assert_eq!(
+            host_path_of(Path::new("/work"), &mounts),
+            PathBuf::from("/h/work")
+        );
+        assert_eq!(
+            host_path_of(Path::new("/etc/passwd"), &mounts),
+            PathBuf::from("/etc/passwd")
+        );
     }
 
     #[test]
@@ -323,7 +429,11 @@ mod tests {
     #[test]
     fn a_bare_name_should_be_found_on_the_path() {
         let image = Image::parse("debian");
-        let container = Container { name: "c".into(), command: Some(vec!["sh".into()]), ..Default::default() };
+        let container = Container {
+            name: "c".into(),
+            command: Some(vec!["sh".into()]),
+            ..Default::default()
+        };
         let env = vec![("PATH".to_string(), "/nonexistent:/bin".to_string())];
         let argv = resolve_argv(&image, &container, &env, &[]).expect("resolves");
         assert_eq!(argv, vec!["/bin/sh"]);
@@ -332,14 +442,28 @@ mod tests {
     #[test]
     fn an_unknown_image_without_command_should_not_start() {
         let image = Image::parse("example.com/scanner:1");
-        let container = Container { name: "c".into(), image: Some("example.com/scanner:1".into()), ..Default::default() };
-        assert!(matches!(resolve_argv(&image, &container, &[], &[]), Err(StartError::NoCommand(_))));
+        let container = Container {
+            name: "c".into(),
+            image: Some("example.com/scanner:1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve_argv(&image, &container, &[], &[]),
+            Err(StartError::NoCommand(_))
+        ));
     }
 
     #[test]
     fn a_missing_program_should_not_start() {
         let image = Image::parse("debian");
-        let container = Container { name: "c".into(), command: Some(vec!["no-such-tool-xyz".into()]), ..Default::default() };
-        assert!(matches!(resolve_argv(&image, &container, &[], &[]), Err(StartError::NotFound(_))));
+        let container = Container {
+            name: "c".into(),
+            command: Some(vec!["no-such-tool-xyz".into()]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve_argv(&image, &container, &[], &[]),
+            Err(StartError::NotFound(_))
+        ));
     }
 }

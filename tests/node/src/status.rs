@@ -83,14 +83,22 @@ impl Terminated {
 /// The state of a container, as in `ContainerState`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Ts },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Ts,
+    },
     Terminated(Terminated),
 }
 
 impl State {
     pub fn waiting(reason: &str, message: Option<String>) -> Self {
-        State::Waiting { reason: reason.to_string(), message }
+        State::Waiting {
+            reason: reason.to_string(),
+            message,
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -193,7 +201,14 @@ pub struct Board {
 
 impl Board {
     pub fn new(start_time: Ts, init: Vec<Record>, main: Vec<Record>) -> Self {
-        Board { start_time, volumes_ready: false, init, main, failure: None, transitions: BTreeMap::new() }
+        Board {
+            start_time,
+            volumes_ready: false,
+            init,
+            main,
+            failure: None,
+            transitions: BTreeMap::new(),
+        }
     }
 
     pub fn initialized(&self) -> bool {
@@ -212,16 +227,31 @@ impl Board {
             return Phase::Pending;
         }
         if !self.main.is_empty() && self.main.iter().all(|r| r.done) {
-            return if self.main.iter().all(Record::succeeded) { Phase::Succeeded } else { Phase::Failed };
+            return if self.main.iter().all(Record::succeeded) {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            };
         }
         let active = |r: &Record| match &r.state {
             State::Running { .. } | State::Terminated(_) => true,
             State::Waiting { .. } => r.restarts > 0 || r.last.is_some(),
         };
-        if self.main.iter().any(active) { Phase::Running } else { Phase::Pending }
+        if self.main.iter().any(active) {
+            Phase::Running
+        } else {
+            Phase::Pending
+        }
     }
 
-    fn condition(&mut self, kind: &'static str, ok: bool, reason: Option<String>, message: Option<String>, now: Ts) -> Value {
+    fn condition(
+        &mut self,
+        kind: &'static str,
+        ok: bool,
+        reason: Option<String>,
+        message: Option<String>,
+        now: Ts,
+    ) -> Value {
         let entry = self.transitions.entry(kind).or_insert((ok, now));
         if entry.0 != ok {
             *entry = (ok, now);
@@ -243,10 +273,18 @@ impl Board {
     /// The `status` object to write, with conditions that keep their transition times.
     pub fn render(&mut self, now: Ts) -> Value {
         let phase = self.phase();
-        let not_ready: Vec<&str> =
-            self.main.iter().filter(|r| !r.ready).map(|r| r.name.as_str()).collect();
-        let incomplete: Vec<&str> =
-            self.init.iter().filter(|r| !r.succeeded()).map(|r| r.name.as_str()).collect();
+        let not_ready: Vec<&str> = self
+            .main
+            .iter()
+            .filter(|r| !r.ready)
+            .map(|r| r.name.as_str())
+            .collect();
+        let incomplete: Vec<&str> = self
+            .init
+            .iter()
+            .filter(|r| !r.succeeded())
+            .map(|r| r.name.as_str())
+            .collect();
         let list = |names: &[&str]| format!("[{}]", names.join(" "));
 
         let (ready_reason, ready_message) = if phase.is_terminal() {
@@ -254,20 +292,47 @@ impl Board {
         } else if not_ready.is_empty() {
             (None, None)
         } else {
-            (Some("ContainersNotReady".to_string()), Some(format!("containers with unready status: {}", list(&not_ready))))
+            (
+                Some("ContainersNotReady".to_string()),
+                Some(format!(
+                    "containers with unready status: {}",
+                    list(&not_ready)
+                )),
+            )
         };
         let ready = !phase.is_terminal() && not_ready.is_empty();
         let init_ok = incomplete.is_empty();
         let (init_reason, init_message) = if init_ok {
-            (phase.is_terminal().then(|| "PodCompleted".to_string()), None)
+            (
+                phase.is_terminal().then(|| "PodCompleted".to_string()),
+                None,
+            )
         } else {
-            (Some("ContainersNotInitialized".to_string()), Some(format!("containers with incomplete status: {}", list(&incomplete))))
+            (
+                Some("ContainersNotInitialized".to_string()),
+                Some(format!(
+                    "containers with incomplete status: {}",
+                    list(&incomplete)
+                )),
+            )
         };
 
         let conditions = vec![
-            self.condition("PodReadyToStartContainers", self.volumes_ready && !phase.is_terminal(), None, None, now),
+            self.condition(
+                "PodReadyToStartContainers",
+                self.volumes_ready && !phase.is_terminal(),
+                None,
+                None,
+                now,
+            ),
             self.condition("Initialized", init_ok, init_reason, init_message, now),
-            self.condition("Ready", ready, ready_reason.clone(), ready_message.clone(), now),
+            self.condition(
+                "Ready",
+                ready,
+                ready_reason.clone(),
+                ready_message.clone(),
+                now,
+            ),
             self.condition("ContainersReady", ready, ready_reason, ready_message, now),
             self.condition("PodScheduled", true, None, None, now),
         ];
@@ -283,7 +348,8 @@ impl Board {
             "containerStatuses": self.main.iter().map(Record::to_json).collect::<Vec<_>>(),
         });
         if !self.init.is_empty() {
-            status["initContainerStatuses"] = json!(self.init.iter().map(Record::to_json).collect::<Vec<_>>());
+            status["initContainerStatuses"] =
+                json!(self.init.iter().map(Record::to_json).collect::<Vec<_>>());
         }
         if let Some((reason, message)) = &self.failure {
             status["reason"] = json!(reason);
@@ -309,7 +375,11 @@ mod tests {
     }
 
     fn record(state: State, done: bool) -> Record {
-        Record { state, done, ..Record::new("c", "python:3.12-slim", "ContainerCreating") }
+        Record {
+            state,
+            done,
+            ..Record::new("c", "python:3.12-slim", "ContainerCreating")
+        }
     }
 
     #[test]
@@ -320,20 +390,34 @@ mod tests {
 
     #[test]
     fn a_pod_with_one_failed_final_container_should_fail() {
-        let board = Board::new(Utc::now(), vec![], vec![record(finished(0), true), record(finished(3), true)]);
+        let board = Board::new(
+            Utc::now(),
+            vec![],
+            vec![record(finished(0), true), record(finished(3), true)],
+        );
         assert_eq!(board.phase(), Phase::Failed);
     }
 
     #[test]
     fn a_failed_init_container_that_will_not_restart_should_fail_the_pod() {
-        let board = Board::new(Utc::now(), vec![record(finished(1), true)], vec![record(State::waiting("PodInitializing", None), false)]);
+        let board = Board::new(
+            Utc::now(),
+            vec![record(finished(1), true)],
+            vec![record(State::waiting("PodInitializing", None), false)],
+        );
         assert_eq!(board.phase(), Phase::Failed);
     }
 
     #[test]
     fn a_pod_still_initialising_should_be_pending() {
-        let running = State::Running { started_at: Utc::now() };
-        let board = Board::new(Utc::now(), vec![record(running, false)], vec![record(State::waiting("PodInitializing", None), false)]);
+        let running = State::Running {
+            started_at: Utc::now(),
+        };
+        let board = Board::new(
+            Utc::now(),
+            vec![record(running, false)],
+            vec![record(State::waiting("PodInitializing", None), false)],
+        );
         assert_eq!(board.phase(), Phase::Pending);
     }
 
@@ -347,7 +431,16 @@ mod tests {
 
     #[test]
     fn a_deadline_should_fail_the_pod_with_its_reason() {
-        let mut board = Board::new(Utc::now(), vec![], vec![record(State::Running { started_at: Utc::now() }, false)]);
+        let mut board = Board::new(
+            Utc::now(),
+            vec![],
+            vec![record(
+                State::Running {
+                    started_at: Utc::now(),
+                },
+                false,
+            )],
+        );
         board.failure = Some(("DeadlineExceeded".into(), "too long".into()));
         let status = board.render(Utc::now());
         assert_eq!(status["phase"], "Failed");
@@ -357,11 +450,18 @@ mod tests {
     #[test]
     fn conditions_should_keep_their_transition_time_while_unchanged() {
         let t0 = Utc::now() - chrono::Duration::seconds(60);
-        let mut board = Board::new(t0, vec![], vec![record(State::Running { started_at: t0 }, false)]);
+        let mut board = Board::new(
+            t0,
+            vec![],
+            vec![record(State::Running { started_at: t0 }, false)],
+        );
         board.main[0].ready = true;
         let first = board.render(t0);
         let later = board.render(Utc::now());
-        assert_eq!(first["conditions"][2]["lastTransitionTime"], later["conditions"][2]["lastTransitionTime"]);
+        assert_eq!(
+            first["conditions"][2]["lastTransitionTime"],
+            later["conditions"][2]["lastTransitionTime"]
+        );
         assert_eq!(later["conditions"][2]["status"], "True");
     }
 }

@@ -24,9 +24,18 @@ const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     #[error("volume {volume:?}: {kind} {name:?} not found")]
-    SourceMissing { volume: String, kind: &'static str, name: String },
+    SourceMissing {
+        volume: String,
+        kind: &'static str,
+        name: String,
+    },
     #[error("volume {volume:?}: key {key:?} not found in {kind} {name:?}")]
-    KeyMissing { volume: String, kind: &'static str, name: String, key: String },
+    KeyMissing {
+        volume: String,
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("volume {0:?}: this volume type is not supported by the process node")]
     Unsupported(String),
     #[error("volume {volume:?}: requesting a service account token: {source}")]
@@ -50,7 +59,10 @@ pub enum VolumeError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
-    move |source| VolumeError::Io { path: path.to_path_buf(), source }
+    move |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Where one pod's files live: `$VIGIL_CLUSTER_DIR/pods/<namespace>_<name>_<uid>/`.
@@ -68,7 +80,9 @@ impl PodLayout {
             meta.name.as_deref().unwrap_or("unnamed"),
             meta.uid.as_deref().unwrap_or("nouid"),
         );
-        PodLayout { root: pods_dir.join(dir) }
+        PodLayout {
+            root: pods_dir.join(dir),
+        }
     }
 
     pub fn volume(&self, name: &str) -> PathBuf {
@@ -140,7 +154,11 @@ impl Owner {
 
 /// Sets up every volume of `pod`. Returns the volumes and how long the shortest service
 /// account token lives, so the caller refreshes tokens in time.
-pub async fn prepare(ctx: &Ctx, pod: &Pod, layout: &PodLayout) -> Result<(Volumes, Option<Duration>), VolumeError> {
+pub async fn prepare(
+    ctx: &Ctx,
+    pod: &Pod,
+    layout: &PodLayout,
+) -> Result<(Volumes, Option<Duration>), VolumeError> {
     layout.create()?;
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let sources = Sources::new(ctx.client.clone(), &namespace);
@@ -159,13 +177,18 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, layout: &PodLayout) -> Result<(Volume
 }
 
 /// Requests fresh tokens for every projected serviceAccountToken source and rewrites them.
-pub async fn refresh_tokens(ctx: &Ctx, pod: &Pod, layout: &PodLayout) -> Result<Option<Duration>, VolumeError> {
+pub async fn refresh_tokens(
+    ctx: &Ctx,
+    pod: &Pod,
+    layout: &PodLayout,
+) -> Result<Option<Duration>, VolumeError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let sources = Sources::new(ctx.client.clone(), &namespace);
     let mut token_ttl = None;
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if volume.projected.is_some() {
-            let (_, ttl) = prepare_one(ctx, pod, layout, &sources, Owner::of(pod), volume, true).await?;
+            let (_, ttl) =
+                prepare_one(ctx, pod, layout, &sources, Owner::of(pod), volume, true).await?;
             if let Some(ttl) = ttl {
                 token_ttl = Some(token_ttl.map_or(ttl, |t: Duration| t.min(ttl)));
             }
@@ -194,53 +217,127 @@ async fn prepare_one(
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(io_err(&dir))?;
         owner.apply(&dir)?;
-        return Ok((HostVolume { path: dir, read_only: false }, None));
+        return Ok((
+            HostVolume {
+                path: dir,
+                read_only: false,
+            },
+            None,
+        ));
     }
     if let Some(host_path) = &volume.host_path {
         let path = PathBuf::from(&host_path.path);
         if matches!(host_path.type_.as_deref(), Some("DirectoryOrCreate")) {
             fs::create_dir_all(&path).map_err(io_err(&path))?;
         }
-        return Ok((HostVolume { path, read_only: false }, None));
+        return Ok((
+            HostVolume {
+                path,
+                read_only: false,
+            },
+            None,
+        ));
     }
     if let Some(claim) = &volume.persistent_volume_claim {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let path = ctx.cluster_dir.join("pvc").join(ns).join(&claim.claim_name);
         fs::create_dir_all(&path).map_err(io_err(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io_err(&path))?;
-        return Ok((HostVolume { path, read_only: claim.read_only == Some(true) }, None));
+        return Ok((
+            HostVolume {
+                path,
+                read_only: claim.read_only == Some(true),
+            },
+            None,
+        ));
     }
     if let Some(cm) = &volume.config_map {
         keyed(&dir)?;
         if !tokens_only {
-            let data = sources
-                .configmap_bytes(&cm.name)
-                .await
-                .map_err(|source| VolumeError::Api { volume: name.into(), source })?;
-            let spec = Keyed { volume: name, kind: "configmap", name: &cm.name, optional: cm.optional };
-            write_keyed(&dir, &spec, data, cm.items.as_deref(), cm.default_mode, owner)?;
+            let data =
+                sources
+                    .configmap_bytes(&cm.name)
+                    .await
+                    .map_err(|source| VolumeError::Api {
+                        volume: name.into(),
+                        source,
+                    })?;
+            let spec = Keyed {
+                volume: name,
+                kind: "configmap",
+                name: &cm.name,
+                optional: cm.optional,
+            };
+            write_keyed(
+                &dir,
+                &spec,
+                data,
+                cm.items.as_deref(),
+                cm.default_mode,
+                owner,
+            )?;
         }
-        return Ok((HostVolume { path: dir, read_only: true }, None));
+        return Ok((
+            HostVolume {
+                path: dir,
+                read_only: true,
+            },
+            None,
+        ));
     }
     if let Some(secret) = &volume.secret {
         keyed(&dir)?;
         if !tokens_only {
             let secret_name = secret.secret_name.clone().unwrap_or_default();
-            let data = sources
-                .secret_bytes(&secret_name)
-                .await
-                .map_err(|source| VolumeError::Api { volume: name.into(), source })?;
-            let spec = Keyed { volume: name, kind: "secret", name: &secret_name, optional: secret.optional };
-            write_keyed(&dir, &spec, data, secret.items.as_deref(), secret.default_mode, owner)?;
+            let data =
+                sources
+                    .secret_bytes(&secret_name)
+                    .await
+                    .map_err(|source| VolumeError::Api {
+                        volume: name.into(),
+                        source,
+                    })?;
+            let spec = Keyed {
+                volume: name,
+                kind: "secret",
+                name: &secret_name,
+                optional: secret.optional,
+            };
+            write_keyed(
+                &dir,
+                &spec,
+                data,
+                secret.items.as_deref(),
+                secret.default_mode,
+                owner,
+            )?;
         }
-        return Ok((HostVolume { path: dir, read_only: true }, None));
+        return Ok((
+            HostVolume {
+                path: dir,
+                read_only: true,
+            },
+            None,
+        ));
     }
     if let Some(downward) = &volume.downward_api {
         keyed(&dir)?;
         if !tokens_only {
-            write_downward(&dir, pod, downward.items.as_deref(), downward.default_mode, owner)?;
+            write_downward(
+                &dir,
+                pod,
+                downward.items.as_deref(),
+                downward.default_mode,
+                owner,
+            )?;
         }
-        return Ok((HostVolume { path: dir, read_only: true }, None));
+        return Ok((
+            HostVolume {
+                path: dir,
+                read_only: true,
+            },
+            None,
+        ));
     }
     if let Some(projected) = &volume.projected {
         keyed(&dir)?;
@@ -248,36 +345,71 @@ async fn prepare_one(
         let mut ttl: Option<Duration> = None;
         for source in projected.sources.iter().flatten() {
             if let Some(token) = &source.service_account_token {
-                let (value, lifetime) = request_token(ctx, pod, token.audience.as_deref(), token.expiration_seconds)
-                    .await
-                    .map_err(|source| VolumeError::Token { volume: name.into(), source })?;
-                write_file(&dir.join(&token.path), value.as_bytes(), mode.unwrap_or(DEFAULT_FILE_MODE), owner)?;
+                let (value, lifetime) = request_token(
+                    ctx,
+                    pod,
+                    token.audience.as_deref(),
+                    token.expiration_seconds,
+                )
+                .await
+                .map_err(|source| VolumeError::Token {
+                    volume: name.into(),
+                    source,
+                })?;
+                write_file(
+                    &dir.join(&token.path),
+                    value.as_bytes(),
+                    mode.unwrap_or(DEFAULT_FILE_MODE),
+                    owner,
+                )?;
                 ttl = Some(ttl.map_or(lifetime, |t| t.min(lifetime)));
             }
             if tokens_only {
                 continue;
             }
             if let Some(cm) = &source.config_map {
-                let data = sources
-                    .configmap_bytes(&cm.name)
-                    .await
-                    .map_err(|source| VolumeError::Api { volume: name.into(), source })?;
-                let spec = Keyed { volume: name, kind: "configmap", name: &cm.name, optional: cm.optional };
+                let data =
+                    sources
+                        .configmap_bytes(&cm.name)
+                        .await
+                        .map_err(|source| VolumeError::Api {
+                            volume: name.into(),
+                            source,
+                        })?;
+                let spec = Keyed {
+                    volume: name,
+                    kind: "configmap",
+                    name: &cm.name,
+                    optional: cm.optional,
+                };
                 write_keyed(&dir, &spec, data, cm.items.as_deref(), mode, owner)?;
             }
             if let Some(secret) = &source.secret {
-                let data = sources
-                    .secret_bytes(&secret.name)
-                    .await
-                    .map_err(|source| VolumeError::Api { volume: name.into(), source })?;
-                let spec = Keyed { volume: name, kind: "secret", name: &secret.name, optional: secret.optional };
+                let data = sources.secret_bytes(&secret.name).await.map_err(|source| {
+                    VolumeError::Api {
+                        volume: name.into(),
+                        source,
+                    }
+                })?;
+                let spec = Keyed {
+                    volume: name,
+                    kind: "secret",
+                    name: &secret.name,
+                    optional: secret.optional,
+                };
                 write_keyed(&dir, &spec, data, secret.items.as_deref(), mode, owner)?;
             }
             if let Some(downward) = &source.downward_api {
                 write_downward(&dir, pod, downward.items.as_deref(), mode, owner)?;
             }
         }
-        return Ok((HostVolume { path: dir, read_only: true }, ttl));
+        return Ok((
+            HostVolume {
+                path: dir,
+                read_only: true,
+            },
+            ttl,
+        ));
     }
     Err(VolumeError::Unsupported(name.to_string()))
 }
@@ -314,7 +446,12 @@ fn write_keyed(
         Some(items) if !items.is_empty() => {
             for item in items {
                 match data.get(&item.key) {
-                    Some(bytes) => write_file(&dir.join(&item.path), bytes, item.mode.unwrap_or(mode), owner)?,
+                    Some(bytes) => write_file(
+                        &dir.join(&item.path),
+                        bytes,
+                        item.mode.unwrap_or(mode),
+                        owner,
+                    )?,
                     None if optional => {}
                     None => {
                         return Err(VolumeError::KeyMissing {
@@ -349,7 +486,11 @@ fn write_downward(
         } else if let Some(resource) = &item.resource_field_ref {
             let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
             let wanted = resource.container_name.as_deref();
-            match containers.clone().find(|c| Some(c.name.as_str()) == wanted).or(containers.clone().next()) {
+            match containers
+                .clone()
+                .find(|c| Some(c.name.as_str()) == wanted)
+                .or(containers.clone().next())
+            {
                 Some(container) => fields::resource_field(container, &resource.resource),
                 None => String::new(),
             }
@@ -367,7 +508,10 @@ fn write_file(path: &Path, bytes: &[u8], mode: i32, owner: Owner) -> Result<(), 
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!("..{file_name}.tmp"));
     fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
     let mode = u32::try_from(mode).unwrap_or(DEFAULT_FILE_MODE as u32) & 0o7777;
@@ -391,7 +535,9 @@ async fn request_token(
         .unwrap_or_else(|| "default".to_string());
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: audience.filter(|a| !a.is_empty()).map(|a| vec![a.to_string()]),
+            audiences: audience
+                .filter(|a| !a.is_empty())
+                .map(|a| vec![a.to_string()]),
             expiration_seconds: Some(expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS)),
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".into()),
@@ -403,11 +549,17 @@ async fn request_token(
         ..Default::default()
     };
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-    let response = api.create_token_request(&account, &PostParams::default(), &request).await?;
+    let response = api
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await?;
     let status = response.status.unwrap_or_default();
     let lifetime = status
         .expiration_timestamp
-        .and_then(|t| t.0.duration_since(k8s_openapi::jiff::Timestamp::now()).try_into().ok())
+        .and_then(|t| {
+            t.0.duration_since(k8s_openapi::jiff::Timestamp::now())
+                .try_into()
+                .ok()
+        })
         .unwrap_or(Duration::from_secs(600));
     Ok((status.token.unwrap_or_default(), lifetime))
 }

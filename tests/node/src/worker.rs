@@ -84,7 +84,11 @@ impl PodRun {
         let ctx = self.ctx.clone();
         let reference = self.pod.object_ref(&());
         let event = KubeEvent {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note.chars().take(1024).collect()),
             action: reason.to_string(),
@@ -101,10 +105,18 @@ impl PodRun {
         let Some(status) = self.board.lock().ok().map(|mut b| b.render(Utc::now())) else {
             return Ok(());
         };
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pod.namespace().unwrap_or_default(),
+        );
         // The uid makes the patch fail on a newer pod of the same name, as with the kubelet.
         let patch = json!({"metadata": {"uid": self.pod.metadata.uid}, "status": status});
-        api.patch_status(&self.pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(
+            &self.pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
         Ok(())
     }
 
@@ -131,7 +143,10 @@ fn grace_of(pod: &Pod) -> Duration {
     let seconds = pod
         .metadata
         .deletion_grace_period_seconds
-        .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(MAX_GRACE)
 }
@@ -141,27 +156,53 @@ fn containers(pod: &Pod) -> (Vec<Container>, Vec<Container>) {
     (spec.init_containers.unwrap_or_default(), spec.containers)
 }
 
-/// A board for a pod this process has not run before; restart counts carried on.
+/// A board for a pod this process has not run before; with `restarted`, the containers
+/// count as restarted once more than the status says.
 fn fresh_board(pod: &Pod, restarted: bool) -> Board {
     let (init, main) = containers(pod);
     let status = pod.status.clone().unwrap_or_default();
-    let previous = |name: &str, statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
-        statuses.iter().flatten().find(|s| s.name == name).map(|s| s.restart_count + 1).unwrap_or(0)
+    let previous =
+        |name: &str, statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            statuses
+                .iter()
+                .flatten()
+                .find(|s| s.name == name)
+                .map(|s| s.restart_count + 1)
+                .unwrap_or(0)
+        };
+    let first_reason = if init.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
     };
-    let first_reason = if init.is_empty() { "ContainerCreating" } else { "PodInitializing" };
     let record = |c: &Container, reason: &str, restarts: i32| Record {
         restarts: if restarted { restarts } else { 0 },
         ..Record::new(&c.name, c.image.as_deref().unwrap_or_default(), reason)
     };
     let init = init
         .iter()
-        .map(|c| record(c, "PodInitializing", previous(&c.name, &status.init_container_statuses)))
+        .map(|c| {
+            record(
+                c,
+                "PodInitializing",
+                previous(&c.name, &status.init_container_statuses),
+            )
+        })
         .collect();
     let main = main
         .iter()
-        .map(|c| record(c, first_reason, previous(&c.name, &status.container_statuses)))
+        .map(|c| {
+            record(
+                c,
+                first_reason,
+                previous(&c.name, &status.container_statuses),
+            )
+        })
         .collect();
-    let start = status.start_time.map(|t| chrono_of(&t.0)).unwrap_or_else(Utc::now);
+    let start = status
+        .start_time
+        .map(|t| chrono_of(&t.0))
+        .unwrap_or_else(Utc::now);
     Board::new(start, init, main)
 }
 
@@ -172,11 +213,17 @@ fn chrono_of(t: &k8s_openapi::jiff::Timestamp) -> chrono::DateTime<Utc> {
 /// Drives one pod from its first sight to its removal. `pod_rx` carries the latest object,
 /// `None` once it is gone from the API.
 pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Arc<Pod>>>) {
-    let Some(pod) = pod_rx.borrow().clone() else { return };
+    let Some(pod) = pod_rx.borrow().clone() else {
+        return;
+    };
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let layout = PodLayout::new(&ctx.pods_dir, &pod);
     let policy = restart_policy(&pod);
-    let restarted = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some();
+    let restarted = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .is_some();
     let (stop_tx, stop_rx) = watch::channel(None);
 
     let run = Arc::new(PodRun {
@@ -185,7 +232,7 @@ pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Arc<Pod>>>) {
         key: key.clone(),
         layout: layout.clone(),
         stop: stop_rx,
-        board: Mutex::new(fresh_board(&pod, restarted)),
+        board: Mutex::new(fresh_board(&pod, restarted && policy != RestartPolicy::Never)),
         dirty: Notify::new(),
         token_refresh: Mutex::new(None),
     });
@@ -211,7 +258,8 @@ pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Arc<Pod>>>) {
 }
 
 fn is_deleting(pod: &Option<Arc<Pod>>) -> bool {
-    pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+    pod.as_ref()
+        .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
 }
 
 fn fail_after_node_restart(board: &mut Board) {
@@ -227,7 +275,10 @@ fn fail_after_node_restart(board: &mut Board) {
             container_id: None,
         });
     }
-    board.failure = Some(("NodeRestarted".into(), "The process node restarted while the pod ran.".into()));
+    board.failure = Some((
+        "NodeRestarted".into(),
+        "The process node restarted while the pod ran.".into(),
+    ));
 }
 
 /// Runs the pod's containers and watches for deletion, deadline and token expiry meanwhile.
@@ -322,7 +373,8 @@ async fn drive(run: Arc<PodRun>) {
     let policy = restart_policy(&run.pod);
     let (init, main) = containers(&run.pod);
     for (i, c) in init.iter().enumerate() {
-        let exit_code = container::supervise(&run, Slot::Init(i), c, policy.for_init(), &volumes).await;
+        let exit_code =
+            container::supervise(&run, Slot::Init(i), c, policy.for_init(), &volumes).await;
         if exit_code != 0 || run.stop.borrow().is_some() {
             return;
         }
@@ -332,7 +384,10 @@ async fn drive(run: Arc<PodRun>) {
             record.state = State::waiting("ContainerCreating", None);
         }
     });
-    let mains = main.iter().enumerate().map(|(i, c)| container::supervise(&run, Slot::Main(i), c, policy, &volumes));
+    let mains = main
+        .iter()
+        .enumerate()
+        .map(|(i, c)| container::supervise(&run, Slot::Main(i), c, policy, &volumes));
     futures::future::join_all(mains).await;
 }
 
@@ -347,7 +402,12 @@ async fn status_writer(run: Arc<PodRun>) {
 
 async fn housekeep(run: &PodRun) {
     write_hosts(run);
-    let due = run.token_refresh.lock().ok().and_then(|at| *at).is_some_and(|at| at <= Instant::now());
+    let due = run
+        .token_refresh
+        .lock()
+        .ok()
+        .and_then(|at| *at)
+        .is_some_and(|at| at <= Instant::now());
     if !due {
         return;
     }
@@ -376,7 +436,11 @@ fn write_hosts(run: &PodRun) {
         .iter()
         .map(|svc| {
             let (name, ns) = (svc.name_any(), svc.namespace().unwrap_or_default());
-            let short = if ns == namespace { format!(" {name}") } else { String::new() };
+            let short = if ns == namespace {
+                format!(" {name}")
+            } else {
+                String::new()
+            };
             format!("127.0.0.1\t{name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}{short}\n")
         })
         .collect();
@@ -392,10 +456,14 @@ fn write_hosts(run: &PodRun) {
 
 /// Deletes the pod object with grace 0 (its processes are gone) and its directory.
 async fn remove(ctx: &Ctx, run: &PodRun) {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.pod.namespace().unwrap_or_default());
+    let api: Api<Pod> =
+        Api::namespaced(ctx.client.clone(), &run.pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: run.pod.metadata.uid.clone(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: run.pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     for attempt in 1..=10 {
