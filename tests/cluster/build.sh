@@ -24,6 +24,7 @@ if ((complete)); then
 fi
 
 mkdir -p "$bin"
+echo "building the control plane binaries into $bin (about 15 minutes the first time)" >&2
 ver=${kube#v}
 kmaj=${ver%%.*}
 kmin=${ver#*.}; kmin=${kmin%%.*}
