@@ -244,8 +244,9 @@ impl Planner<'_> {
             }
             StepPhase::Retrying => {
                 let due = unit.next_attempt_at.unwrap_or(now);
-                if now >= due && !self.obs.cancel {
-                    // The unit's index is folded into its Job name by the caller's bookkeeping.
+                // A cancel does not hold the retry back: the DAG's units are cancelled right
+                // after observing, and finally steps must keep retrying until they end.
+                if now >= due {
                     unit.phase = StepPhase::Pending;
                 } else {
                     self.wake_at(due);
@@ -324,20 +325,7 @@ impl Planner<'_> {
             if status.phase.is_finished() || status.phase == StepPhase::Pending {
                 continue;
             }
-            let units: Vec<&mut UnitStatus> = match status.items.as_mut() {
-                Some(items) => items.iter_mut().collect(),
-                None => status.unit.iter_mut().collect(),
-            };
-            for unit in units {
-                if unit.phase == StepPhase::Running {
-                    if let Some(job) = &unit.job {
-                        self.actions.push(Action::DeleteJob { name: job.clone(), reason: why });
-                    }
-                }
-                if !unit.phase.is_finished() {
-                    unit.phase = StepPhase::Cancelled;
-                }
-            }
+            stop_units(status, why, &mut self.actions);
             status.phase = StepPhase::Cancelled;
             status.reason = Some(why.into());
             status.finished_at = Some(self.obs.now);
@@ -486,7 +474,9 @@ impl Planner<'_> {
                     inputs.insert(input.clone(), v);
                 }
                 Err(err) => {
-                    return self.expression_failed(&name, &format!("inputs.{input}"), &err.to_string());
+                    let field = format!("inputs.{input}");
+                    self.unit_failed_to_launch(&name, item, &field, &err.to_string());
+                    return self.expression_failed(&name, &field, &err.to_string());
                 }
             }
         }
@@ -547,9 +537,24 @@ impl Planner<'_> {
                 self.launch(&step, None, None);
             }
             let mut status = self.st.steps.remove(&name).expect("present");
-            self.settle_step(&step, &mut status);
+            if !status.phase.is_finished() {
+                self.settle_step(&step, &mut status);
+            }
             self.st.steps.insert(name, status);
         }
+    }
+
+    /// Marks the unit whose inputs did not evaluate Failed and stops the step's other units, so
+    /// no Job of a failed step is left running.
+    fn unit_failed_to_launch(&mut self, name: &str, item: Option<usize>, field: &str, error: &str) {
+        let status = self.st.steps.get_mut(name).expect("step status");
+        let unit = match item {
+            Some(i) => &mut status.items.as_mut().expect("items")[i],
+            None => status.unit.get_or_insert_with(Default::default),
+        };
+        unit.phase = StepPhase::Failed;
+        unit.error = Some(format!("{}: {field}: {error}", reason::EXPRESSION_ERROR));
+        stop_units(status, reason::EXPRESSION_ERROR, &mut self.actions);
     }
 
     fn advance_step_items(&mut self, step: &Step, list: &[Value]) {
@@ -571,6 +576,9 @@ impl Planner<'_> {
             }
             if let Some(value) = list.get(i) {
                 self.launch(step, Some(i), Some(value));
+                if self.phase(&step.name).is_finished() {
+                    break;
+                }
                 running += 1;
             }
         }
@@ -614,6 +622,10 @@ impl Planner<'_> {
             status.phase = StepPhase::Succeeded;
             status.reason = Some(reason::SUCCEEDED.into());
             status.message = None;
+            if let Some(items) = &status.items {
+                let results = items.iter().map(|u| u.result.clone().unwrap_or(Value::Null));
+                status.outputs = Some(json!({ "items": results.collect::<Vec<_>>() }));
+            }
         } else {
             status.phase = StepPhase::Cancelled;
         }
@@ -747,6 +759,22 @@ impl Context {
             vars.push(("index", index));
         }
         vars
+    }
+}
+
+/// Stops the units of a step that have not ended; the Jobs of running ones are deleted.
+fn stop_units(status: &mut StepStatus, why: &'static str, actions: &mut Vec<Action>) {
+    let units: Vec<&mut UnitStatus> = match status.items.as_mut() {
+        Some(items) => items.iter_mut().collect(),
+        None => status.unit.iter_mut().collect(),
+    };
+    for unit in units {
+        if let (StepPhase::Running, Some(job)) = (unit.phase, &unit.job) {
+            actions.push(Action::DeleteJob { name: job.clone(), reason: why });
+        }
+        if !unit.phase.is_finished() {
+            unit.phase = StepPhase::Cancelled;
+        }
     }
 }
 
