@@ -16,3 +16,6 @@ cluster-down:
 
 test:
 	@tests/run-all.sh
+
+crds:
+	cargo run -q -p vigil-api --bin crdgen -- crds

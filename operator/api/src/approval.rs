@@ -1,6 +1,9 @@
 //! `Approval`: a human decision a Run waits for; decided once, then immutable.
 
-use crate::{condition::Condition, playbook::Approvers};
+use crate::{
+    condition::Condition,
+    playbook::{Approvers, TimeoutDecision},
+};
 use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -51,6 +54,9 @@ pub struct ApprovalSpec {
     /// Distinct approvals needed. One denial denies.
     #[serde(default = "one")]
     pub quorum: u32,
+    /// The decision applied when nobody decides before `status.expiresAt`.
+    #[serde(default)]
+    pub on_timeout: TimeoutDecision,
     /// The user who triggered the Run, refused as an approver when self-approval is forbidden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,

@@ -226,8 +226,8 @@ pub struct StepStatus {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
-    /// The step's unit of work when it has no forEach.
-    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    /// The Job-backed work of a step without forEach: attempt, Job, exit code, error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<UnitStatus>,
     /// One entry per forEach item, in item order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,5 +292,27 @@ impl Run {
 
     pub fn cancel_requested(&self) -> bool {
         self.spec.cancel.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_status_survives_a_round_trip_through_json() {
+        let status = StepStatus {
+            phase: StepPhase::Running,
+            attempts: 2,
+            unit: Some(UnitStatus {
+                phase: StepPhase::Retrying,
+                attempt: 2,
+                job: Some("r-a-2".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let back: StepStatus = serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(back, status);
     }
 }

@@ -112,7 +112,10 @@ impl Sim {
                 }
             }
         }
-        self.status = plan.status;
+        // Status goes through JSON between reconciles, as it does through the API server.
+        let json = serde_json::to_value(&plan.status).expect("status serializes");
+        self.status = serde_json::from_value(json).expect("status deserializes");
+        assert_eq!(self.status, plan.status, "status must survive a JSON round trip");
         self.requeue_after = plan.requeue_after;
         plan.actions
     }
