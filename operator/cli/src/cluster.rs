@@ -567,12 +567,9 @@ fn print_objects<K: Serialize + KubeResource<DynamicType = ()>>(
         Some(GetOutput::Yaml) => print!("{}", to_yaml(&list())?),
         Some(GetOutput::Name) => {
             for item in items {
-                println!(
-                    "{}.{}/{}",
-                    K::plural(&()),
-                    K::group(&()),
-                    item.meta().name.clone().unwrap_or_default()
-                );
+                let kind = K::kind(&()).to_lowercase();
+                let name = item.meta().name.clone().unwrap_or_default();
+                println!("{kind}.{}/{name}", K::group(&()));
             }
         }
         Some(GetOutput::Wide) | None => return Ok(None),

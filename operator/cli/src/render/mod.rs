@@ -86,7 +86,8 @@ pub fn duration(d: chrono::Duration) -> String {
         1_000..10_000 => format!("{:.1}s", ms as f64 / 1000.0),
         10_000..60_000 => format!("{}s", ms / 1000),
         60_000..3_600_000 => format!("{}m{}s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{}h{}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        3_600_000..86_400_000 => format!("{}h{}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        _ => format!("{}d{}h", ms / 86_400_000, ms % 86_400_000 / 3_600_000),
     }
 }
 
@@ -208,6 +209,7 @@ mod tests {
         assert_eq!(duration(chrono::Duration::milliseconds(850)), "850ms");
         assert_eq!(duration(chrono::Duration::milliseconds(1250)), "1.2s");
         assert_eq!(duration(chrono::Duration::seconds(184)), "3m4s");
+        assert_eq!(duration(chrono::Duration::hours(50)), "2d2h");
         let now = Utc::now();
         assert_eq!(age(Some(now - chrono::Duration::seconds(45)), now), "45s");
         assert_eq!(age(Some(now - chrono::Duration::hours(50)), now), "2d2h");
