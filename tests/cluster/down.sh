@@ -7,28 +7,49 @@ set -uo pipefail
 dir=${VIGIL_CLUSTER_DIR:-/tmp/vigil-cluster}
 log() { printf 'cluster-down: %s\n' "$*" >&2; }
 [[ $dir == /* && $dir != / ]] || { log "error: VIGIL_CLUSTER_DIR must be an absolute path other than /"; exit 1; }
+[[ -d $dir ]] || { log "nothing was running"; exit 0; }
+if [[ -z ${VIGIL_CLUSTER_LOCKED:-} ]]; then
+  exec 9>"$dir/.lock"
+  flock -w 600 9 || { log "error: another cluster-up or cluster-down keeps $dir/.lock"; exit 1; }
+fi
 
-# stop NAME: SIGTERM to the component's process group, SIGKILL after 10 s.
+# A zombie counts as gone: up.sh's shell may not have reaped it yet.
+gone() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+  [[ -z $state || $state == Z ]]
+}
+# wait_gone PID TENTHS: true once PID is gone, false after TENTHS tenths of a second.
+wait_gone() {
+  local i
+  for ((i = 0; i < $2; i++)); do
+    gone "$1" && return 0
+    sleep 0.1
+  done
+  gone "$1"
+}
+
+# stop NAME GRACE: SIGTERM to the component's process group, SIGKILL after GRACE seconds.
 stopped=0
 stop() {
-  local name=$1 pidfile=$dir/run/$1.pid pid
+  local name=$1 grace=$2 pidfile=$dir/run/$1.pid pid
   pid=$(cat "$pidfile" 2>/dev/null) || return 0
   rm -f "$pidfile"
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ $pid =~ ^[0-9]+$ ]] && ! gone "$pid" || return 0
   # Only a process this cluster started: its command line names the component.
   grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null || return 0
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  if ! wait_gone "$pid" $((grace * 10)); then
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    wait_gone "$pid" 100 || log "warning: $name (pid $pid) survived SIGKILL for 10 s"
+  fi
   stopped=$((stopped + 1))
 }
 
-# The node first: on SIGTERM it stops its pods.
-for name in vigil-node kube-controller-manager kube-apiserver etcd; do
-  stop "$name"
+# The node first: on SIGTERM it stops its pods. The rest holds no state worth a slow exit.
+stop vigil-node 10
+for name in kube-controller-manager kube-apiserver etcd; do
+  stop "$name" 3
 done
 
 # Container processes left behind (each runs in its own process group).

@@ -13,7 +13,7 @@
 #   VIGIL_NODE_BIN        prebuilt vigil-node binary             (cargo build -p vigil-test-node)
 #   VIGIL_NODE_IMAGE_BIN  executables of vigil-* images          ($CARGO_TARGET_DIR/debug)
 #   VIGIL_NODE_IP         address pods report                    (first global IPv4 of the host)
-#   VIGIL_NODE_PORT       process node's log endpoint port       (11250)
+#   VIGIL_NODE_PORT       process node's log endpoint port       (11250, a free one if taken)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +36,14 @@ started=$SECONDS
 [[ $EUID -eq 0 ]] || die "run as root: the process node mounts volumes in private mount namespaces"
 command -v openssl >/dev/null || die "openssl is missing (apt-get install -y openssl)"
 command -v curl >/dev/null || die "curl is missing (apt-get install -y curl)"
+
+# One cluster-up or cluster-down at a time per directory; the second waits, then finds the
+# cluster up. Components get the descriptor closed (9>&-) so they do not hold the lock.
+mkdir -p "$dir"
+if [[ -z ${VIGIL_CLUSTER_LOCKED:-} ]]; then
+  exec 9>"$dir/.lock"
+  flock -w 600 9 || die "another cluster-up or cluster-down keeps $dir/.lock"
+fi
 
 pid_of() { cat "$dir/run/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
@@ -62,7 +70,7 @@ if ((up == ${#components[@]})) && readyz; then
 fi
 if ((up > 0)) || [[ -d $dir/run ]]; then
   log "found a partly running or stale cluster in $dir; stopping it first"
-  "$here/down.sh" >&2
+  VIGIL_CLUSTER_LOCKED=1 "$here/down.sh" >&2
 fi
 
 # --- ports ------------------------------------------------------------------------------
@@ -80,10 +88,11 @@ if [[ -z $node_ip ]]; then
   log "warning: the host has no non-loopback IPv4 address; Services will have no endpoints"
 fi
 
-for hostport in "127.0.0.1:$etcd_port" "127.0.0.1:$etcd_peer_port" "127.0.0.1:$api_port" "$node_ip:$node_port"; do
+# The node's log port needs no check: when it is taken the node picks a free one.
+for hostport in "127.0.0.1:$etcd_port" "127.0.0.1:$etcd_peer_port" "127.0.0.1:$api_port"; do
   if (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
     who=$(ss -ltnpH "sport = :${hostport##*:}" 2>/dev/null | awk '{print $NF}' | head -1 || true)
-    die "port $hostport is already in use${who:+ by $who}; free it or set VIGIL_ETCD_PORT, VIGIL_ETCD_PEER_PORT, VIGIL_APISERVER_PORT or VIGIL_NODE_PORT"
+    die "port $hostport is already in use${who:+ by $who}; free it or set VIGIL_ETCD_PORT, VIGIL_ETCD_PEER_PORT or VIGIL_APISERVER_PORT"
   fi
 done
 
@@ -181,13 +190,13 @@ kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
 start() {
   local name=$1
   shift
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/run/$name.pid"
 }
 fail() {
   log "error: $1; last lines of $dir/logs/$2.log:"
   tail -n 20 "$dir/logs/$2.log" >&2 || true
-  "$here/down.sh" >&2 || true
+  VIGIL_CLUSTER_LOCKED=1 "$here/down.sh" >&2 || true
   exit 1
 }
 # wait_for SECONDS COMPONENT WHAT COMMAND...: polls COMMAND every 0.2 s.

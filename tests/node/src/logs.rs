@@ -63,12 +63,29 @@ fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// Binds `addr`; when its port is taken (another node on this host), any free port.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+            warn!(%addr, "Log port taken; using a free port");
+            let any = SocketAddr::new(addr.ip(), 0);
+            TcpListener::bind(any)
+                .await
+                .with_context(|| format!("binding {any}"))
+        }
+        Err(error) => Err(error).with_context(|| format!("binding {addr}")),
+    }
+}
+
 /// Serves `/containerLogs/{namespace}/{pod}/{container}` until the process ends.
-pub async fn serve(addr: SocketAddr, files: TlsFiles, pods_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    files: TlsFiles,
+    pods_dir: PathBuf,
+) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&files)?));
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
     info!(%addr, "Serving container logs");
     let pods_dir = Arc::new(pods_dir);
     loop {

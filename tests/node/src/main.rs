@@ -29,6 +29,7 @@ use kube::{
     },
 };
 use nix::{
+    fcntl::{Flock, FlockArg},
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
@@ -58,7 +59,8 @@ struct Args {
     #[arg(long, env = "VIGIL_NODE_IP", default_value = "127.0.0.1")]
     node_ip: String,
 
-    /// Port of the kubelet-style log endpoint (`kubectl logs`); 0 turns it off.
+    /// Port of the kubelet-style log endpoint (`kubectl logs`); 0, or a taken port, picks a
+    /// free one, announced in the Node's `daemonEndpoints`.
     #[arg(long, env = "VIGIL_NODE_PORT", default_value_t = 11250)]
     port: u16,
 
@@ -90,7 +92,7 @@ pub struct Ctx {
     /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`_PORT`).
     pub api: ApiEndpoint,
     pub kubelet_version: String,
-    /// Port of the log endpoint, 0 when off.
+    /// Port of the log endpoint, 0 when it is off.
     pub port: u16,
     pub recorder: Recorder,
     /// All Services, for the pods' `/etc/hosts`.
@@ -125,6 +127,13 @@ async fn main() -> anyhow::Result<()> {
 
     let pods_dir = args.cluster_dir.join("pods");
     fs::create_dir_all(&pods_dir).context("creating the pods directory")?;
+    // Two nodes on one cluster directory would run every pod twice.
+    let lock_file = fs::File::create(args.cluster_dir.join("vigil-node.lock"))
+        .context("creating the node lock file")?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let dir = args.cluster_dir.display();
+        anyhow::anyhow!("another vigil-node runs with {dir} ({errno})")
+    })?;
     kill_leftover_processes(&pods_dir);
 
     let image_bin = args.image_bin.unwrap_or_else(default_image_bin);
@@ -142,25 +151,32 @@ async fn main() -> anyhow::Result<()> {
     .for_each(|_| futures::future::ready(()));
 
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
-        (Some(cert), Some(key), Some(client_ca)) if args.port != 0 => Some(logs::TlsFiles {
+        (Some(cert), Some(key), Some(client_ca)) => Some(logs::TlsFiles {
             cert,
             key,
             client_ca,
         }),
         _ => None,
     };
-    let port = if tls.is_some() { args.port } else { 0 };
+    let ip = args
+        .node_ip
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    let listener = match &tls {
+        Some(_) => Some(logs::bind(std::net::SocketAddr::new(ip, args.port)).await?),
+        None => None,
+    };
+    let port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
     let log_server = async {
-        let Some(tls) = tls else {
+        let (Some(tls), Some(listener)) = (tls, listener) else {
             return std::future::pending().await;
         };
-        let addr =
-            std::net::SocketAddr::new(args.node_ip.parse().unwrap_or([127, 0, 0, 1].into()), port);
-        if let Err(error) = logs::serve(addr, tls, pods_dir.clone()).await {
-            warn!(
-                error = format!("{error:#}"),
-                "Log endpoint stopped; kubectl logs will not work"
-            );
+        if let Err(error) = logs::serve(listener, tls, pods_dir.clone()).await {
+            let error = format!("{error:#}");
+            warn!(error, "Log endpoint stopped; kubectl logs will not work");
         }
         std::future::pending().await
     };

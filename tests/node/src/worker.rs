@@ -232,7 +232,10 @@ pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Arc<Pod>>>) {
         key: key.clone(),
         layout: layout.clone(),
         stop: stop_rx,
-        board: Mutex::new(fresh_board(&pod, restarted && policy != RestartPolicy::Never)),
+        board: Mutex::new(fresh_board(
+            &pod,
+            restarted && policy != RestartPolicy::Never,
+        )),
         dirty: Notify::new(),
         token_refresh: Mutex::new(None),
     });
