@@ -19,3 +19,12 @@ test:
 
 crds:
 	cargo run -q -p vigil-api --bin crdgen -- crds
+
+demo:
+	@tests/demo/run.sh
+
+run:
+	cargo build -p vigil-operator -p vigil-step
+	kubectl apply --server-side -f crds/
+	kubectl wait --for condition=established crd/playbooks.vigil.dev crd/runs.vigil.dev crd/approvals.vigil.dev
+	VIGIL_LEADER_ELECTION=false $(CARGO_TARGET_DIR)/debug/vigil-operator
