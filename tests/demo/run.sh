@@ -20,6 +20,10 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 say "Building vigil (operator, vigil-step, CLI, mock services)"
 cargo build -q -p vigil-operator -p vigil-step -p vigil-cli -p vigil-mock-services
 export PATH=$bin:$PATH
+if ! command -v kubectl >/dev/null || ! command -v helm >/dev/null; then
+  say "Building kubectl and helm from the Go module proxy (cached after the first time)"
+  PATH=$(tests/cluster/build.sh):$PATH
+fi
 
 local_cluster=false
 if kubectl version --request-timeout=5s >/dev/null 2>&1; then

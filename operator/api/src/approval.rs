@@ -2,7 +2,7 @@
 
 use crate::{
     condition::Condition,
-    playbook::{Approvers, TimeoutDecision},
+    playbook::{Approvers, Notify, TimeoutDecision},
 };
 use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
@@ -62,6 +62,9 @@ pub struct ApprovalSpec {
     pub requester: Option<String>,
     #[serde(default)]
     pub forbid_self_approval: bool,
+    /// Where the operator asks for the decision, copied from the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
     /// The decisions made so far. Append only; `by` is set by the admission webhook from the
     /// authenticated user, whatever the client sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -140,6 +143,9 @@ pub struct ApprovalStatus {
     /// The Slack message asking for the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_ts: Option<String>,
+    /// The channel id of that message, as Slack answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_channel: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -12,7 +12,7 @@
 //! | `bash*`                                      | `bash` → `/bin/bash`, `sh` → `/bin/sh`      | `bash`          |
 //! | `busybox*`, `alpine*`                        | `sh` → `/bin/sh`, `bash` → `/bin/bash`      | `sh`            |
 //! | `debian*`, `ubuntu*`                         | `sh` → `/bin/sh`, `bash` → `/bin/bash`      | `bash`          |
-//! | `vigil-*` (`vigil-operator`, `vigil-mock-services`, ...) | copies of every executable in `VIGIL_NODE_IMAGE_BIN` | `/usr/local/bin/<image basename>` |
+//! | `vigil-*` (`vigil-operator`, `vigil-mock-services`, ...) | copies of every executable in `VIGIL_NODE_IMAGE_BIN`, each also as `vigil-<name>` | `/usr/local/bin/<image basename>` |
 //!
 //! Any other image runs with the host's file system as it is and has no default command.
 
@@ -138,15 +138,21 @@ fn python_minor(tag: &str) -> Option<String> {
 }
 
 /// Materialises image directories under the cluster directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ImageStore {
     root: PathBuf,
     vigil_bin: PathBuf,
+    /// One preparation at a time: pods starting together share the directories.
+    busy: std::sync::Mutex<()>,
 }
 
 impl ImageStore {
     pub fn new(root: PathBuf, vigil_bin: PathBuf) -> Self {
-        ImageStore { root, vigil_bin }
+        ImageStore {
+            root,
+            vigil_bin,
+            busy: std::sync::Mutex::new(()),
+        }
     }
 
     /// The host directory to mount at [`IMAGE_BIN_MOUNT`] for this image, if it has a family.
@@ -157,6 +163,10 @@ impl ImageStore {
         let Some(family) = image.family else {
             return Ok(None);
         };
+        let _busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = match family {
             Family::Vigil => self.root.join("vigil").join("bin"),
             _ => self.root.join(format!(
@@ -214,6 +224,18 @@ fn sync_executables(from: &Path, to: &Path) -> std::io::Result<()> {
         file.set_modified(meta.modified()?)?;
         drop(file);
         fs::rename(&tmp, &dest)?;
+    }
+    // `vigil-mock-services` runs the `mock-services` binary: every program is also reachable
+    // under a `vigil-` name, so an image's default command finds it.
+    for entry in fs::read_dir(to)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with("vigil-") {
+            continue;
+        }
+        let alias = to.join(format!("vigil-{name}"));
+        if fs::symlink_metadata(&alias).is_err() {
+            symlink(&name, &alias)?;
+        }
     }
     Ok(())
 }

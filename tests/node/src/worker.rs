@@ -126,6 +126,13 @@ impl PodRun {
             match self.write_status().await {
                 Ok(()) => return,
                 Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return,
+                // Invalid or forbidden: the same status will not do better the next time.
+                Err(kube::Error::Api(status))
+                    if (400..500).contains(&status.code) && status.code != 429 =>
+                {
+                    warn!(pod = %self.key, error = %status.message, "Pod status refused");
+                    return;
+                }
                 Err(error) => {
                     warn!(pod = %self.key, %error, attempt, "Writing pod status");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -232,15 +239,14 @@ pub async fn run(ctx: Arc<Ctx>, mut pod_rx: watch::Receiver<Option<Arc<Pod>>>) {
         key: key.clone(),
         layout: layout.clone(),
         stop: stop_rx,
-        board: Mutex::new(fresh_board(
-            &pod,
-            restarted && policy != RestartPolicy::Never,
-        )),
+        board: Mutex::new(fresh_board(&pod, restarted)),
         dirty: Notify::new(),
         token_refresh: Mutex::new(None),
     });
 
-    if restarted && policy == RestartPolicy::Never {
+    // The API server forbids a finished container to run again under Never and OnFailure,
+    // and a step may not run twice anyway: such a pod fails, and its Job replaces it.
+    if restarted && policy != RestartPolicy::Always {
         info!(pod = %key, "Failing pod: the node restarted while it ran");
         run.with_board(fail_after_node_restart);
         run.flush(10).await;

@@ -105,6 +105,7 @@ fn approval(run: &Run, req: &ApprovalRequest, gate: &vigil_api::playbook::Approv
             on_timeout: gate.on_timeout,
             requester: run.spec.trigger.as_ref().and_then(|t| t.user.clone()),
             forbid_self_approval: gate.forbid_self_approval,
+            notify: gate.notify.clone(),
             decisions: Vec::new(),
         },
         status: None,
