@@ -66,7 +66,8 @@ pub async fn supervise(
             Ok(launch) => run_once(run, slot, container, &launch, &mut stop).await,
             Err(LaunchError::Config(error)) => {
                 let message = error.to_string();
-                warn!(pod = %run.key, container = %container.name, %message, "Container config error");
+                let name = &container.name;
+                warn!(pod = %run.key, container = %name, %message, "Container config error");
                 run.event(true, "Failed", format!("Error: {message}"));
                 run.update(slot, |r| {
                     r.state = State::waiting("CreateContainerConfigError", Some(message.clone()))
@@ -79,7 +80,8 @@ pub async fn supervise(
             }
             Err(LaunchError::Start(error)) => {
                 let message = error.to_string();
-                warn!(pod = %run.key, container = %container.name, %message, "Container start error");
+                let name = &container.name;
+                warn!(pod = %run.key, container = %name, %message, "Container start error");
                 run.event(true, "Failed", format!("Error: {message}"));
                 let now = Utc::now();
                 let terminated = Terminated {
@@ -213,7 +215,8 @@ async fn run_once(
         Ok(child) => child,
         Err(error) => {
             let message = error.to_string();
-            warn!(pod = %run.key, container = %container.name, %message, "Container start error");
+            let name = &container.name;
+            warn!(pod = %run.key, container = %name, %message, "Container start error");
             run.event(true, "Failed", format!("Error: {message}"));
             let terminated = Terminated {
                 exit_code: START_ERROR_EXIT,
@@ -253,7 +256,7 @@ async fn run_once(
     let status = tokio::select! {
         status = child.wait() => status,
         () = probe_readiness(run, slot, readiness) => child.wait().await,
-        grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|s| s.map(|s| s.grace)) } => {
+        grace = stop_grace(stop) => {
             stopped = true;
             let grace = grace.unwrap_or_default();
             run.event(false, "Killing", format!("Stopping container {}", container.name));
@@ -288,6 +291,14 @@ async fn run_once(
         ran_for: started.elapsed(),
         stopped,
     }
+}
+
+/// Waits until the pod stops; the grace its containers get.
+async fn stop_grace(stop: &mut watch::Receiver<Option<Stop>>) -> Option<Duration> {
+    stop.wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|s| s.map(|s| s.grace))
 }
 
 /// Keeps the container's `ready` flag up to date; never returns while a probe is defined.

@@ -5,14 +5,12 @@
 //! `/usr/local/bin` inside the container, where the real images keep their programs too. A
 //! bare `argv[0]` and the programs a step starts later by `PATH` both find it there.
 //!
-//! | image repository (basename)                  | `/usr/local/bin` holds                      | default command |
-//! | -------------------------------------------- | ------------------------------------------- | --------------- |
-//! | `python*`                                    | `python`, `python3`, `python3.X` → `/usr/bin/python3` | `python3` |
-//! | `node*`                                      | `node`, `nodejs` → `/usr/bin/node`          | `node`          |
-//! | `bash*`                                      | `bash` → `/bin/bash`, `sh` → `/bin/sh`      | `bash`          |
-//! | `busybox*`, `alpine*`                        | `sh` → `/bin/sh`, `bash` → `/bin/bash`      | `sh`            |
-//! | `debian*`, `ubuntu*`                         | `sh` → `/bin/sh`, `bash` → `/bin/bash`      | `bash`          |
-//! | `vigil-*` (`vigil-operator`, `vigil-mock-services`, ...) | copies of every executable in `VIGIL_NODE_IMAGE_BIN`, each also as `vigil-<name>` | `/usr/local/bin/<image basename>` |
+//! - `python*`: `python`, `python3`, `python3.X` → `/usr/bin/python3`; runs `python3`.
+//! - `node*`: `node`, `nodejs` → `/usr/bin/node`; runs `node`.
+//! - `bash*`, `debian*`, `ubuntu*`: `sh`, `bash`; run `bash`.
+//! - `busybox*`, `alpine*`: `sh`, `bash`; run `sh`.
+//! - `vigil-*` (`vigil-operator`, `vigil-mock-services`): copies of every executable in
+//!   `VIGIL_NODE_IMAGE_BIN`, each also as `vigil-<name>`; run `/usr/local/bin/<basename>`.
 //!
 //! Any other image runs with the host's file system as it is and has no default command.
 

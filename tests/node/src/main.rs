@@ -137,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
     kill_leftover_processes(&pods_dir);
 
     let image_bin = args.image_bin.unwrap_or_else(default_image_bin);
-    info!(node = %args.node_name, image_bin = %image_bin.display(), api = %format!("{}:{}", api.host, api.port), "Starting");
+    let endpoint = format!("{}:{}", api.host, api.port);
+    info!(node = %args.node_name, image_bin = %image_bin.display(), api = %endpoint, "Starting");
 
     let (services, writer) = reflector::store();
     let service_stream = reflector::reflector(

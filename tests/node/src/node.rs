@@ -23,6 +23,17 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// Status heartbeats every this many lease renewals.
 const STATUS_EVERY: u32 = 3;
 
+const READY_MESSAGE: &str = "vigil process node is posting ready status";
+
+/// The Go name of this machine's architecture.
+fn arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// The labels the node registers with; pod `nodeSelector`s are matched against them.
 pub fn labels(node_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -119,15 +130,21 @@ async fn patch_status(
     since: chrono::DateTime<Utc>,
 ) -> Result<Node, kube::Error> {
     let (now, since) = (ts(&Utc::now()), ts(&since));
-    let capacity = json!({"cpu": CPU_CAPACITY, "memory": MEMORY_CAPACITY, "pods": PODS_CAPACITY, "ephemeral-storage": "100Gi"});
+    let capacity = json!({
+        "cpu": CPU_CAPACITY,
+        "memory": MEMORY_CAPACITY,
+        "pods": PODS_CAPACITY,
+        "ephemeral-storage": "100Gi",
+    });
+    let healthy = |kind, reason, message| condition(kind, "False", reason, message, &since, &now);
     let status = json!({
         "capacity": capacity,
         "allocatable": capacity,
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", &since, &now),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", &since, &now),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", &since, &now),
-            condition("Ready", "True", "KubeletReady", "vigil process node is posting ready status", &since, &now),
+            healthy("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            healthy("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            healthy("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", READY_MESSAGE, &since, &now),
         ],
         "addresses": [
             {"type": "InternalIP", "address": node_ip()},
@@ -135,7 +152,7 @@ async fn patch_status(
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": ctx.port}},
         "nodeInfo": {
-            "architecture": labels(&ctx.node_name).get("kubernetes.io/arch").cloned().unwrap_or_default(),
+            "architecture": arch(),
             "bootID": "",
             "containerRuntimeVersion": concat!("vigil-node://", env!("CARGO_PKG_VERSION")),
             "kernelVersion": kernel_version(),
@@ -185,7 +202,9 @@ async fn renew_lease(ctx: &Ctx, leases: &Api<Lease>, node_uid: &str) -> Result<(
                 "metadata": {
                     "name": ctx.node_name,
                     "namespace": LEASE_NAMESPACE,
-                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": ctx.node_name, "uid": node_uid}],
+                    "ownerReferences": [{
+                        "apiVersion": "v1", "kind": "Node", "name": ctx.node_name, "uid": node_uid,
+                    }],
                 },
                 "spec": spec,
             }))

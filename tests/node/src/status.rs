@@ -154,7 +154,10 @@ impl Record {
             "started": matches!(self.state, State::Running { .. }),
             "restartCount": self.restarts,
             "state": self.state.to_json(),
-            "lastState": self.last.as_ref().map(|t| json!({"terminated": t.to_json()})).unwrap_or(json!({})),
+            "lastState": match &self.last {
+                Some(t) => json!({"terminated": t.to_json()}),
+                None => json!({}),
+            },
         });
         if let Some(id) = &self.container_id {
             v["containerID"] = json!(id);

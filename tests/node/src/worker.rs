@@ -31,6 +31,11 @@ use crate::{
 const MAX_GRACE: Duration = Duration::from_secs(30);
 const VOLUME_RETRY: Duration = Duration::from_secs(2);
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+const HOSTS_HEADER: &str = "# Kubernetes-managed hosts file (vigil process node).
+127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+";
 
 /// Tells containers to stop, with the grace they get between SIGTERM and SIGKILL.
 #[derive(Debug, Clone, Copy, Default)]
@@ -313,6 +318,7 @@ async fn drive_until_stopped(
     tokio::pin!(drive);
     let mut watching = true;
     let mut deadline_armed = deadline.is_some();
+    let deadline_at = deadline.unwrap_or_else(Instant::now);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     loop {
         tokio::select! {
@@ -326,13 +332,13 @@ async fn drive_until_stopped(
                     let _ = stop_tx.send(Some(Stop { grace }));
                 }
             }
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline_armed => {
+            () = tokio::time::sleep_until(deadline_at), if deadline_armed => {
                 deadline_armed = false;
                 if stop_tx.borrow().is_none() {
                     info!(pod = %run.key, "Stopping pod: active deadline exceeded");
-                    run.event(true, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline".into());
+                    run.event(true, "DeadlineExceeded", DEADLINE_MESSAGE.into());
                     run.with_board(|b| {
-                        b.failure = Some(("DeadlineExceeded".into(), "Pod was active on the node longer than the specified deadline".into()));
+                        b.failure = Some(("DeadlineExceeded".into(), DEADLINE_MESSAGE.into()));
                     });
                     let _ = stop_tx.send(Some(Stop { grace: grace_of(&run.pod) }));
                 }
@@ -434,10 +440,7 @@ async fn housekeep(run: &PodRun) {
 /// network, so a Service answers where its pods listen). Written in place: it is bind-mounted.
 fn write_hosts(run: &PodRun) {
     let namespace = run.pod.namespace().unwrap_or_default();
-    let mut hosts = format!(
-        "# Kubernetes-managed hosts file (vigil process node).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{}\n",
-        run.pod.name_any()
-    );
+    let mut hosts = format!("{HOSTS_HEADER}127.0.0.1\t{}\n", run.pod.name_any());
     let mut names: Vec<String> = run
         .ctx
         .services
