@@ -10,13 +10,16 @@ dir=${VIGIL_CLUSTER_DIR:-/tmp/vigil-cluster}
 export KUBECONFIG=$dir/admin.kubeconfig
 started_here=0
 tmp=$(mktemp -d)
+# Unique per run: several runs may share a cluster, and every pod shares the host's network.
 ns=vigil-smoke-$$
+group=run$$.smoke.vigil.dev
+port=$((20000 + RANDOM % 20000))
 
 kc() { "$dir/bin/kubectl" "$@"; }
 cleanup() {
   if [[ -x $dir/bin/kubectl ]]; then
     kc delete namespace "$ns" --wait=false >/dev/null 2>&1
-    kc delete crd widgets.smoke.vigil.dev --wait=false >/dev/null 2>&1
+    kc delete crd widgets.$group --wait=false >/dev/null 2>&1
   fi
   ((started_here)) && "$here/down.sh" >/dev/null 2>&1
   rm -rf "$tmp"
@@ -149,12 +152,12 @@ EOF
 }
 
 crd_is_served_and_validates_its_schema() {
-  kc apply -f - >/dev/null <<'EOF' || return 1
+  kc apply -f - >/dev/null <<EOF || return 1
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: widgets.smoke.vigil.dev}
+metadata: {name: widgets.$group}
 spec:
-  group: smoke.vigil.dev
+  group: $group
   scope: Namespaced
   names: {plural: widgets, singular: widget, kind: Widget}
   versions:
@@ -171,10 +174,10 @@ spec:
             properties:
               size: {type: integer, minimum: 1}
 EOF
-  kc wait --for=condition=established crd/widgets.smoke.vigil.dev --timeout=30s >/dev/null || return 1
-  printf 'apiVersion: smoke.vigil.dev/v1\nkind: Widget\nmetadata: {name: good}\nspec: {size: 3}\n' | apply || return 1
+  kc wait --for=condition=established crd/widgets.$group --timeout=30s >/dev/null || return 1
+  printf 'apiVersion: %s/v1\nkind: Widget\nmetadata: {name: good}\nspec: {size: 3}\n' "$group" | apply || return 1
   kc get widget good -n "$ns" >/dev/null || return 1
-  if printf 'apiVersion: smoke.vigil.dev/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {size: "big"}\n' | kc apply -n "$ns" -f - >"$tmp/bad" 2>&1; then
+  if printf 'apiVersion: %s/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {size: "big"}\n' "$group" | kc apply -n "$ns" -f - >"$tmp/bad" 2>&1; then
     echo "an object breaking the schema was accepted"
     return 1
   fi
@@ -284,7 +287,7 @@ EOF
 }
 
 deployment_serves_through_its_service() {
-  apply <<'EOF'
+  apply <<EOF
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: echo}
@@ -297,15 +300,15 @@ spec:
       containers:
       - name: web
         image: python:3.12-slim
-        command: [python3, -m, http.server, "18999"]
-        ports: [{containerPort: 18999}]
+        command: [python3, -m, http.server, "$port"]
+        ports: [{containerPort: $port}]
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: echo}
 spec:
   selector: {app: echo}
-  ports: [{port: 18999}]
+  ports: [{port: $port}]
 ---
 apiVersion: v1
 kind: Pod
@@ -315,7 +318,7 @@ spec:
   containers:
   - name: main
     image: python:3.12-slim
-    command: [python3, -c, "import urllib.request as u, sys; print(u.urlopen('http://echo:18999/', timeout=2).status)"]
+    command: [python3, -c, "import urllib.request as u, sys; print(u.urlopen('http://echo:$port/', timeout=2).status)"]
 EOF
   kc rollout status -n "$ns" deployment/echo --timeout=60s >/dev/null || return 1
   kc wait -n "$ns" --for=jsonpath='{.status.phase}'=Succeeded pod/caller --timeout=60s || return 1
