@@ -174,13 +174,24 @@ async fn prepare(
     let mounts = runtime::plan_mounts(container, volumes, &run.layout, image_dir.as_deref())
         .map_err(LaunchError::Start)?;
     runtime::prepare_mountpoints(&mounts).map_err(LaunchError::Start)?;
+    let working_dir = container.working_dir.clone().filter(|w| !w.is_empty());
+    if let Some(dir) = &working_dir {
+        // Like runc, create a missing working directory (inside its volume when it is in one).
+        let host = runtime::host_path_of(Path::new(dir), &mounts);
+        fs::create_dir_all(&host).map_err(|source| {
+            LaunchError::Start(StartError::Mountpoint {
+                path: host.clone(),
+                source,
+            })
+        })?;
+    }
     let argv =
         runtime::resolve_argv(&image, container, &env, &mounts).map_err(LaunchError::Start)?;
 
     Ok(Launch {
         argv,
         env,
-        working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
+        working_dir,
         mounts,
         hostname: pod.metadata.name.clone().unwrap_or_default(),
         identity: Identity::of(pod, container),

@@ -107,9 +107,12 @@ impl PodRun {
     }
 
     async fn write_status(&self) -> Result<(), kube::Error> {
-        let Some(status) = self.board.lock().ok().map(|mut b| b.render(Utc::now())) else {
+        let Some(mut status) = self.board.lock().ok().map(|mut b| b.render(Utc::now())) else {
             return Ok(());
         };
+        if let Some(generation) = self.pod.metadata.generation {
+            status["observedGeneration"] = json!(generation);
+        }
         let api: Api<Pod> = Api::namespaced(
             self.ctx.client.clone(),
             &self.pod.namespace().unwrap_or_default(),
