@@ -38,6 +38,9 @@ struct Args {
     /// Serve the webhook gateway.
     #[arg(long, env = "VIGIL_GATEWAY", default_value_t = true, action = clap::ArgAction::Set)]
     gateway: bool,
+    /// Serve the investigation dashboard at /ui (see docs/dashboard.md).
+    #[arg(long, env = "VIGIL_DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
+    dashboard: bool,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "VIGIL_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -115,6 +118,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let hooks = gateway.as_ref().map(|g| g.router()).unwrap_or_default();
 
+    let dashboard = match args.dashboard {
+        true => {
+            let config = vigil_dashboard::DashboardConfig { namespace: args.watch_namespace.clone(), ..Default::default() };
+            vigil_dashboard::router(client.clone(), config).await?
+        }
+        false => Router::new(),
+    };
     let state = AppState { registry: Arc::new(registry), ready: ready_rx, gateway };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -122,7 +132,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/metrics", get(metrics_text))
         .with_state(state)
         .merge(Router::new().route("/internal/v1/outputs", post(outputs::receive)).with_state(client.clone()))
-        .merge(hooks);
+        .merge(hooks)
+        .merge(dashboard);
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "Serving HTTP");
