@@ -225,7 +225,7 @@ function stepTable(run, ns, name) {
     const unit = st.unit || {};
     const errors = [unit.error, ...(st.items || []).map((it) => it.error)].filter(Boolean);
     return h('tr', { id: `step-${n}`, tabindex: '-1', 'data-step': n },
-      h('th', { scope: 'row' }, n), h('td', {}, badge(st.phase || 'Pending'), st.reason ? h('div', { class: 'muted' }, st.reason) : null),
+      h('th', { scope: 'row' }, n), h('td', {}, badge(st.phase || 'Pending'), st.reason && st.reason !== st.phase ? h('div', { class: 'muted' }, st.reason) : null),
       h('td', {}, String(st.attempts || 0)), h('td', {}, fmtTime(st.startedAt)), h('td', {}, fmtDuration(st.startedAt, st.finishedAt)),
       h('td', {}, unit.exitCode ?? '—'),
       h('td', {}, errors.length ? h('span', { class: 'error' }, errors.join('; ')) : (st.message || '—')),
@@ -352,6 +352,11 @@ async function approvalsView(view) {
       result);
   }
   await load();
+  // New requests show up on their own, unless the user is in the middle of a decision.
+  pollTimer = setInterval(() => {
+    const busy = list.contains(document.activeElement) || [...list.querySelectorAll('textarea')].some((t) => t.value);
+    if (!busy) load();
+  }, 5000);
 }
 
 // --- start ---
