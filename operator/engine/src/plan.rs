@@ -728,7 +728,7 @@ impl Planner<'_> {
     fn outputs_of(&self, status: &StepStatus) -> Value {
         let load = |unit: &UnitStatus, inline: Option<&Value>| -> Value {
             if let Some(r) = &unit.outputs_ref {
-                return self.obs.stored_outputs.get(&r.config_map).cloned().unwrap_or(Value::Null);
+                return self.stored(r).unwrap_or(Value::Null);
             }
             inline.cloned().unwrap_or_else(|| json!({}))
         };
@@ -740,6 +740,22 @@ impl Planner<'_> {
             (None, Some(unit)) => load(unit, status.outputs.as_ref()),
             (None, None) => status.outputs.clone().unwrap_or_else(|| json!({})),
         }
+    }
+}
+
+impl Planner<'_> {
+    /// Large outputs: loaded by the reconciler, or carried by the Job seen ending in this very
+    /// pass, whose outputs the reconciler could not know to load yet.
+    fn stored(&self, r: &OutputsRef) -> Option<Value> {
+        if let Some(v) = self.obs.stored_outputs.get(&r.config_map) {
+            return Some(v.clone());
+        }
+        self.obs.jobs.values().find_map(|job| match job {
+            JobState::Succeeded { outputs, stored: Some(s) } if s.config_map == r.config_map => {
+                Some(outputs.clone())
+            }
+            _ => None,
+        })
     }
 }
 
@@ -784,4 +800,38 @@ fn to_chrono(d: std::time::Duration) -> chrono::Duration {
 
 fn fmt_dur(d: std::time::Duration) -> String {
     vigil_api::Duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_outputs_of_a_job_that_just_ended_reach_the_next_step_in_the_same_pass() {
+        let spec: vigil_api::PlaybookSpec = serde_json::from_value(json!({"steps": [
+            {"name": "collect", "image": "python", "script": "pass"},
+            {"name": "measure", "image": "python", "script": "pass", "dependsOn": ["collect"],
+             "inputs": {"evidence": "steps.collect.outputs.evidence"}},
+        ]}))
+        .expect("spec");
+        let pb = crate::compile(&spec).expect("compiles");
+        let mut obs = Observed { now: Utc::now(), ..Default::default() };
+        let first = plan(&pb, "r", &json!({}), &RunStatus { started_at: Some(obs.now), ..Default::default() }, &obs);
+
+        let stored = OutputsRef { config_map: "r-collect-1-out".into(), bytes: 20, digest: "sha256:x".into() };
+        let outputs = json!({"evidence": "large"});
+        obs.jobs.insert("r-collect-1".into(), JobState::Succeeded { outputs, stored: Some(stored) });
+        let second = plan(&pb, "r", &json!({}), &first.status, &obs);
+
+        let created: Vec<&JobRequest> = second
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateJob(req) => Some(req),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 1, "{:?}", second.status);
+        assert_eq!(created[0].inputs, json!({"evidence": "large"}));
+    }
 }

@@ -9,7 +9,8 @@
 //!
 //! The protocol, the same in the cluster and under `vigil run --local`:
 //! - inputs: the JSON object in `$VIGIL_INPUTS_FILE` (default `/vigil/in/inputs.json`); each
-//!   top-level input is also in the environment as `INPUT_<NAME>` (strings raw, others JSON);
+//!   top-level input up to [`ENV_LIMIT`] bytes is also in the environment as `INPUT_<NAME>`
+//!   (strings raw, others JSON); larger ones are only in the file;
 //! - outputs: the program writes one JSON object to `$VIGIL_OUTPUTS` (default
 //!   `/vigil/out/outputs.json`); no file means `{}`;
 //! - result: written to `$VIGIL_TERMINATION_LOG` (default `/dev/termination-log`) as
@@ -32,6 +33,9 @@ use std::{
 const INLINE_LIMIT: usize = 3 * 1024;
 /// The largest outputs document accepted.
 const MAX_OUTPUTS: usize = 1024 * 1024;
+/// The largest input also passed as `INPUT_<NAME>`. Linux refuses to start a program with one
+/// variable over 128 KiB (`E2BIG`), and all of them share the argument space.
+const ENV_LIMIT: usize = 32 * 1024;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -99,7 +103,9 @@ fn run(program: &[String]) -> ExitCode {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            if !text.contains('\0') {
+            if text.len() > ENV_LIMIT {
+                eprintln!("vigil-step: input {name} is only in {}: too large for {key}", inputs_file.display());
+            } else if !text.contains('\0') {
                 cmd.env(key, text);
             }
         }
