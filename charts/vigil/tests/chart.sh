@@ -336,7 +336,7 @@ assert any(\"x\" * 8000 in json.dumps(c.get(\"data\", {})) for c in items)'"
 leftovers() {
   local ns=$1 release=$2 kinds
   kinds=$(kubectl api-resources --verbs=list --namespaced -o name | grep -vE '^(events|events.events.k8s.io)$' | paste -sd, -)
-  kubectl get "$kinds" -n "$ns" -o json | python3 -c '
+  kubectl get "$kinds" -n "$ns" -o json 2>/dev/null | python3 -c '
 import json, sys
 allowed_kinds = {"Playbook", "Run", "Approval", "Job", "Pod", "ConfigMap"}
 for item in json.load(sys.stdin)["items"]:
