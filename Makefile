@@ -19,6 +19,7 @@ test:
 
 crds:
 	cargo run -q -p vigil-api --bin crdgen -- crds
+	cp crds/*.yaml charts/vigil/crds/
 
 demo:
 	@tests/demo/run.sh

@@ -34,8 +34,10 @@ else
   local_cluster=true
 fi
 
-say "Installing the chart (CRDs, operator, RBAC, gateway)"
-helm_args=(--namespace "$ns_system" --create-namespace --wait --timeout 180s)
+say "Installing the chart (CRDs, operator, RBAC, gateway, admission webhook)"
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+helm_args=(--namespace "$ns_system" --create-namespace --wait --timeout 180s
+  --set "stepServiceAccount.namespaces={$ns}")
 if $local_cluster; then
   # The local node runs pods as host processes sharing one network: one replica, and a
   # Recreate rollout so the new pod can bind the port the old one held.
