@@ -50,6 +50,21 @@ struct Shared {
     trusted: Trusted,
 }
 
+/// The user this process acts as, asked from the API server (a SelfSubjectReview), so the
+/// operator's own ServiceAccount is trusted without configuration. `None` when the API server
+/// cannot tell.
+pub async fn whoami(client: &kube::Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    match api.create(&kube::api::PostParams::default(), &SelfSubjectReview::default()).await {
+        Ok(review) => review.status?.user_info?.username,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot ask the API server who this operator is");
+            None
+        }
+    }
+}
+
 /// The admission routes (and `GET /healthz`), to be served with [`serve_tls`].
 pub fn router(config: AdmissionConfig) -> Router {
     let shared = Arc::new(Shared { trusted: Trusted::new(config.trusted_users) });
@@ -110,12 +125,12 @@ async fn validate_approvals(State(shared): State<Arc<Shared>>, body: Bytes) -> R
             Ok(()) => {
                 let added = new.spec.decisions.len() > old.as_ref().map_or(0, |o| o.spec.decisions.len());
                 if added {
-                    tracing::info!(approval = %req.name, ns = ?req.namespace, user = %who.username, "Decision admitted");
+                    tracing::info!(approval = %req.name, ns = req.namespace.as_deref().unwrap_or_default(), user = %who.username, "Decision admitted");
                 }
                 response
             }
             Err(refusal) => {
-                tracing::info!(approval = %req.name, ns = ?req.namespace, user = %who.username, %refusal, "Denied");
+                tracing::info!(approval = %req.name, ns = req.namespace.as_deref().unwrap_or_default(), user = %who.username, %refusal, "Denied");
                 deny(response, &refusal)
             }
         }
@@ -137,7 +152,7 @@ async fn validate_playbooks(body: Bytes) -> Response {
         if issues.is_empty() {
             return response;
         }
-        tracing::info!(playbook = %req.name, ns = ?req.namespace, issues = issues.len(), "Denied");
+        tracing::info!(playbook = %req.name, ns = req.namespace.as_deref().unwrap_or_default(), issues = issues.len(), "Denied");
         let mut denied = response.deny(playbooks::message(&req.name, &issues));
         denied.result.code = 422;
         denied.result.reason = "Invalid".into();

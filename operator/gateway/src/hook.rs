@@ -54,12 +54,19 @@ pub const DELIVERY_ID_HEADERS: [&str; 7] = [
 /// `Retry-After` for API server trouble.
 const API_RETRY: Duration = Duration::from_secs(5);
 
-/// What one request ended with, for metrics and the log line.
+/// What one request ended with, for metrics, the log line and the audit record.
 #[derive(Default)]
 struct Trace {
     /// Namespace and name of the Playbook, once it is known to exist.
     known: Option<(String, String)>,
+    /// Namespace and name from the path, once they are valid names.
+    target: Option<(String, String)>,
     run: Option<String>,
+    /// What the created (or found) Run was told about where the alert came from.
+    trigger: vigil_audit::TriggerRecord,
+    traceparent: Option<String>,
+    /// `duplicate` or `filtered` when the answer created no new Run.
+    outcome: Option<&'static str>,
 }
 
 pub(crate) async fn hook(
@@ -69,6 +76,9 @@ pub(crate) async fn hook(
 ) -> Response {
     let started = Instant::now();
     let mut trace = Trace::default();
+    let trust = shared.config.trust_forwarded_for;
+    trace.trigger.remote_addr = remote_addr(request.extensions(), request.headers(), trust);
+    trace.trigger.delivery_id = delivery_id(request.headers());
 
     let response = match shared.in_flight.clone().try_acquire_owned() {
         Err(_) => Rejection::new(Reason::Overloaded, "too many requests in flight")
@@ -115,6 +125,40 @@ fn record(shared: &Shared, trace: &Trace, response: &Response, started: Instant)
             tracing::info!(namespace, playbook, status, run, "Alert accepted");
         }
     }
+    if let Some(hook) = shared.audit.get() {
+        hook.emit(audit_record(trace, response));
+    }
+}
+
+/// The `trigger.accepted` or `trigger.rejected` record of an answered request: provenance and
+/// outcome, never the body.
+fn audit_record(trace: &Trace, response: &Response) -> vigil_audit::Record {
+    use vigil_audit::{Kind, Record};
+    let (namespace, playbook) = trace.known.clone().or(trace.target.clone()).unwrap_or_default();
+    let status = response.status().as_u16();
+    let mut record = match response.extensions().get::<Reason>() {
+        Some(reason) => {
+            let mut r = Record::new(Kind::TriggerRejected, namespace, format!("alert refused ({status})"));
+            r.reason = Some(reason.as_str().to_string());
+            r
+        }
+        None => {
+            let run = trace.run.as_deref().unwrap_or_default();
+            let message = match trace.outcome {
+                Some("filtered") => "alert filtered out; no run".to_string(),
+                Some("duplicate") => format!("alert is a duplicate of run {run}"),
+                _ => format!("alert accepted; run {run} created"),
+            };
+            let mut r = Record::new(Kind::TriggerAccepted, namespace, message);
+            r.run = trace.run.clone().filter(|_| trace.outcome != Some("filtered"));
+            r.reason = trace.outcome.map(str::to_string);
+            r
+        }
+    };
+    record.playbook = Some(playbook).filter(|p| !p.is_empty());
+    record.trigger = Some(trace.trigger.clone());
+    record.trace_id = trace.traceparent.as_deref().and_then(vigil_audit::trace_id);
+    record
 }
 
 async fn process(
@@ -130,6 +174,8 @@ async fn process(
     if !is_dns_name(&namespace) || !is_dns_name(&name) {
         return Err(not_found(&namespace, &name));
     }
+    trace.target = Some((namespace.clone(), name.clone()));
+    trace.trigger.source = Some(format!("webhook/{namespace}/{name}"));
     if !shared.backend.ready() {
         let why = "the gateway is still loading playbooks";
         return Err(Rejection::new(Reason::NotReady, why).retry_after(Duration::from_secs(1)));
@@ -152,6 +198,8 @@ async fn process(
     body::check_content_type(&parts.headers)?;
     body::check_declared_length(&parts.headers, shared.config.max_body_bytes)?;
     let bytes = read_body(raw, shared.config.max_body_bytes, shared.body_deadline()).await?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    trace.trigger.body_digest = Some(digest.clone());
 
     authenticate(shared, &namespace, trigger, &parts.headers, &bytes).await?;
 
@@ -169,6 +217,7 @@ async fn process(
     let declared = playbook.spec.inputs.clone();
     let mapped = evaluate(compiled, declared, alert).await?;
     let Mapped::Accepted { inputs, dedupe } = mapped else {
+        trace.outcome = Some("filtered");
         return Ok((StatusCode::OK, Json(json!({ "filtered": true }))).into_response());
     };
 
@@ -182,10 +231,11 @@ async fn process(
         ),
         delivery_id: delivery_id(&parts.headers),
         received_at: Some(received_at),
-        body_digest: Some(format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))),
+        body_digest: Some(digest),
         user: None,
     };
     let traceparent = naming::traceparent(header_text(&parts.headers, "traceparent"));
+    trace.traceparent = Some(traceparent.clone());
     let draft =
         RunDraft { namespace: &namespace, playbook: &name, inputs, provenance, traceparent };
 
@@ -198,6 +248,7 @@ async fn process(
             match api_call(shared, shared.backend.create_run(&run)).await? {
                 Created::New => Ok(created(shared, &namespace, &name, &run_name)),
                 Created::AlreadyExists => {
+                    trace.outcome = Some("duplicate");
                     shared.metrics.duplicate(&namespace, &name);
                     let body =
                         json!({ "run": run_name, "namespace": namespace, "duplicate": true });

@@ -28,7 +28,7 @@ use metrics::Metrics;
 use ratelimit::RateLimiter;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 use tokio::sync::Semaphore;
@@ -38,6 +38,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 use vigil_api::playbook::WebhookTrigger;
+use vigil_audit::AuditHook;
 
 /// How the gateway bounds the work one request may cause.
 #[derive(Clone, Debug)]
@@ -88,6 +89,8 @@ pub(crate) struct Shared {
     in_flight: Arc<Semaphore>,
     /// Compiled triggers by playbook, recompiled when the trigger changes.
     compiled: Mutex<HashMap<(String, String), CachedTrigger>>,
+    /// Takes a `trigger.accepted` or `trigger.rejected` record per answered request.
+    audit: OnceLock<Arc<dyn AuditHook>>,
 }
 
 type CachedTrigger = (WebhookTrigger, Result<Arc<CompiledTrigger>, Vec<String>>);
@@ -121,9 +124,16 @@ impl Gateway {
             limiter: RateLimiter::new(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             compiled: Mutex::default(),
+            audit: OnceLock::new(),
             config,
         };
         Self { shared: Arc::new(shared) }
+    }
+
+    /// Sends an audit record for every answered request to `hook` (the first hook set stays).
+    pub fn with_audit(self, hook: Arc<dyn AuditHook>) -> Self {
+        let _ = self.shared.audit.set(hook);
+        self
     }
 
     /// `POST /hooks/{namespace}/{playbook}`, with request ids (`x-request-id`, kept when the

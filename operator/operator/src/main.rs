@@ -74,9 +74,48 @@ struct Args {
     /// The largest webhook body accepted, in bytes.
     #[arg(long, env = "VIGIL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Ship audit records (JSON arrays, POST) to this URL, e.g. a SIEM's HTTP collector. Off
+    /// when unset. See docs/observability.md.
+    #[arg(long, env = "VIGIL_AUDIT_URL")]
+    audit_url: Option<String>,
+    /// File holding the bearer token for --audit-url (read before every POST).
+    #[arg(long, env = "VIGIL_AUDIT_TOKEN_FILE")]
+    audit_token_file: Option<std::path::PathBuf>,
+    /// Audit records kept in memory while the endpoint is down; beyond, new ones are dropped
+    /// and counted.
+    #[arg(long, env = "VIGIL_AUDIT_BUFFER", default_value_t = 10_000)]
+    audit_buffer: usize,
     /// Log as JSON lines.
     #[arg(long, env = "VIGIL_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
+    /// Serve the admission webhooks (TLS). See docs/approvals.md.
+    #[arg(long, env = "VIGIL_ADMISSION", default_value_t = false, action = clap::ArgAction::Set)]
+    admission: bool,
+    /// Address of the admission webhooks.
+    #[arg(long, env = "VIGIL_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
+    admission_listen: SocketAddr,
+    /// PEM certificate chain of the admission webhooks (reloaded when it changes).
+    #[arg(long, env = "VIGIL_TLS_CERT_FILE", default_value = "/etc/vigil/webhook-tls/tls.crt")]
+    tls_cert_file: std::path::PathBuf,
+    /// PEM private key of the admission webhooks.
+    #[arg(long, env = "VIGIL_TLS_KEY_FILE", default_value = "/etc/vigil/webhook-tls/tls.key")]
+    tls_key_file: std::path::PathBuf,
+    /// The user this operator acts as, trusted to record Slack decisions and write Approval
+    /// status (default: asked from the API server).
+    #[arg(long, env = "VIGIL_OPERATOR_USER")]
+    operator_user: Option<String>,
+    /// More users trusted like the operator (repeatable).
+    #[arg(long = "trusted-user", env = "VIGIL_TRUSTED_USERS", value_delimiter = ',')]
+    trusted_users: Vec<String>,
+    /// Slack Web API base URL.
+    #[arg(long, env = "VIGIL_SLACK_API_URL", default_value = "https://slack.com/api")]
+    slack_api_url: String,
+    /// File holding Slack's signing secret (else env VIGIL_SLACK_SIGNING_SECRET).
+    #[arg(long, env = "VIGIL_SLACK_SIGNING_SECRET_FILE")]
+    slack_signing_secret_file: Option<std::path::PathBuf>,
+    /// ConfigMap, in this operator's namespace, mapping Slack users to Kubernetes users.
+    #[arg(long, env = "VIGIL_SLACK_USERS_CONFIGMAP", default_value = "vigil-slack-users")]
+    slack_users_configmap: String,
 }
 
 #[derive(Clone)]
@@ -94,16 +133,35 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
+    let audit = audit_sink(&args, &mut registry);
     let (ready_tx, ready_rx) = watch::channel(!args.reconciler);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut tasks = tokio::task::JoinSet::new();
+    controller::approval::configure_slack(vigil_admission::slack::SlackApi::new(&args.slack_api_url));
+    let mut trusted = args.trusted_users.clone();
+    trusted.extend(args.operator_user.clone().or(vigil_admission::whoami(&client).await));
+    if args.admission {
+        let router = vigil_admission::router(vigil_admission::AdmissionConfig { trusted_users: trusted.clone() });
+        let (addr, cert, key) = (args.admission_listen, args.tls_cert_file.clone(), args.tls_key_file.clone());
+        tracing::info!(?trusted, "Admission webhooks on");
+        tasks.spawn(async move { vigil_admission::serve_tls(addr, cert, key, router).await });
+    }
+    let slack_callback = vigil_admission::slack::callback_router(vigil_admission::slack::CallbackConfig {
+        client: client.clone(),
+        signing_secret: vigil_admission::slack::signing_secret(args.slack_signing_secret_file.as_deref())
+            .context("cannot read the Slack signing secret")?,
+        users_namespace: args.lease_namespace.clone(),
+        users_config_map: args.slack_users_configmap.clone(),
+        namespaces: args.watch_namespace.clone().map(|ns| vec![ns]),
+    });
     if args.reconciler {
         let args = args.clone();
         let client = client.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown_rx.clone();
-        tasks.spawn(async move { run_reconcilers(args, client, metrics, ready_tx, shutdown).await });
+        let audit = audit.clone();
+        tasks.spawn(async move { run_reconcilers(args, client, metrics, audit, ready_tx, shutdown).await });
     }
 
     let gateway = if args.gateway {
@@ -112,7 +170,11 @@ async fn main() -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             ..Default::default()
         };
-        Some(Arc::new(vigil_gateway::Gateway::new(client.clone(), config, &mut registry).await?))
+        let mut gateway = vigil_gateway::Gateway::new(client.clone(), config, &mut registry).await?;
+        if let Some(sink) = &audit {
+            gateway = gateway.with_audit(Arc::new(sink.clone()));
+        }
+        Some(Arc::new(gateway))
     } else {
         None
     };
@@ -133,7 +195,8 @@ async fn main() -> anyhow::Result<()> {
         .with_state(state)
         .merge(Router::new().route("/internal/v1/outputs", post(outputs::receive)).with_state(client.clone()))
         .merge(hooks)
-        .merge(dashboard);
+        .merge(dashboard)
+        .merge(slack_callback);
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "Serving HTTP");
@@ -158,6 +221,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
+    if let Some(sink) = &audit
+        && !sink.flush(Duration::from_secs(5)).await
+    {
+        tracing::warn!(left = sink.buffered(), "Audit records not shipped before exit");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
 }
@@ -200,6 +268,7 @@ async fn run_reconcilers(
     args: Args,
     client: Client,
     metrics: Arc<metrics::Metrics>,
+    audit: Option<vigil_audit::Sink>,
     ready_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -271,6 +340,7 @@ async fn run_reconcilers(
         admitted: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         outputs_cache: Mutex::new(HashMap::new()),
+        audit,
         wake: wake_tx,
     });
 
@@ -368,6 +438,16 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The audit sink, shipping to `--audit-url`; `None` when that is unset.
+fn audit_sink(args: &Args, registry: &mut Registry) -> Option<vigil_audit::Sink> {
+    let url = args.audit_url.clone().filter(|u| !u.is_empty())?;
+    let mut config = vigil_audit::SinkConfig::new(url);
+    config.token_file = args.audit_token_file.clone();
+    config.capacity = args.audit_buffer.max(1);
+    tracing::info!(capacity = config.capacity, "Shipping audit records");
+    Some(vigil_audit::Sink::start(config, registry))
 }
 
 fn init_tracing(json: bool) {

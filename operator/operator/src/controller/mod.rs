@@ -51,6 +51,8 @@ pub struct Context {
     pub written: Mutex<HashMap<String, (String, vigil_api::RunStatus)>>,
     /// Large outputs already loaded, by ConfigMap name + digest.
     pub outputs_cache: Mutex<HashMap<String, serde_json::Value>>,
+    /// Where audit records go (`--audit-url`); `None` when auditing is off.
+    pub audit: Option<vigil_audit::Sink>,
     /// Runs to reconcile now (queued Runs behind one that finished).
     pub wake: tokio::sync::mpsc::Sender<kube::runtime::reflector::ObjectRef<Run>>,
 }

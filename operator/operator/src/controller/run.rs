@@ -23,8 +23,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 const WAIT: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&run, &ctx).await;
+    let trace_id = vigil_audit::record::run_trace_id(&run).unwrap_or_default();
+    let span = tracing::info_span!("run", trace_id = %trace_id);
+    let result = reconcile_inner(&run, &ctx).instrument(span).await;
     ctx.metrics.observe_reconcile(started.elapsed(), result.is_err());
     result
 }
@@ -191,6 +194,8 @@ async fn retention(ctx: &Context, run: &Run, status: &RunStatus) -> Result<Actio
 
 /// Writes the whole status with server-side apply under [`MANAGER`].
 pub async fn write_status(ctx: &Context, run: &Run, status: &RunStatus) -> Result<(), Error> {
+    // The status this write replaces: the audit records describe the change.
+    let before = if ctx.audit.is_some() { Some(current_status(ctx, run).await) } else { None };
     let api: Api<Run> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let mut status = status.clone();
     status.observed_generation = run.metadata.generation;
@@ -207,7 +212,13 @@ pub async fn write_status(ctx: &Context, run: &Run, status: &RunStatus) -> Resul
     if status.phase.is_finished() {
         written.remove(&run.metadata.uid.clone().unwrap_or_default());
     } else {
-        written.insert(run.metadata.uid.clone().unwrap_or_default(), (rv, status));
+        written.insert(run.metadata.uid.clone().unwrap_or_default(), (rv, status.clone()));
+    }
+    drop(written);
+    if let (Some(sink), Some(before)) = (&ctx.audit, before) {
+        for record in vigil_audit::records_for(&before, &status, run) {
+            vigil_audit::AuditHook::emit(sink, record);
+        }
     }
     Ok(())
 }
