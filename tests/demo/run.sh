@@ -44,7 +44,20 @@ if $local_cluster; then
   helm_args+=(--set image.repository=vigil-operator --set image.tag=dev
     --set replicaCount=1 --set updateStrategy.type=Recreate)
 fi
-helm upgrade --install vigil charts/vigil "${helm_args[@]}" >/dev/null
+# Slack goes to the mock's Slack Web API; its signing secret and the Slack user of the SOC lead
+# are the mock's development values (mock-services/README.md).
+values=$(mktemp)
+cat > "$values" <<VALUES
+operator:
+  extraEnv:
+    - {name: VIGIL_SLACK_API_URL, value: "http://vigil-mock-services.$ns_system.svc:9090/slack/api"}
+    - {name: VIGIL_SLACK_SIGNING_SECRET, value: slack-dev-signing-secret}
+VALUES
+kubectl create namespace "$ns_system" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$ns_system" create configmap vigil-slack-users --from-literal=U0SOCLEAD=soc-lead \
+  --from-literal=U0SOCLEAD.groups=soc-leads --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+helm upgrade --install vigil charts/vigil "${helm_args[@]}" -f "$values" >/dev/null
+rm -f "$values"
 kubectl -n "$ns_system" rollout status deploy -l app.kubernetes.io/name=vigil --timeout=120s
 
 say "Starting the mock SOC tools (SIEM, threat intel, IdP, EDR, ServiceNow, Slack, AI...)"
