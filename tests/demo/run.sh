@@ -26,16 +26,22 @@ if ! command -v kubectl >/dev/null || ! command -v helm >/dev/null; then
 fi
 
 local_cluster=false
+started_cluster=false
 if kubectl version --request-timeout=5s >/dev/null 2>&1; then
   say "Using the current kube context: $(kubectl config current-context)"
 else
   say "No cluster answers: starting the local control plane"
   eval "$(make -s cluster-up | grep '^export ')"
+  started_cluster=true
+fi
+
+# The local process node runs pods as host processes on the host network.
+if kubectl get node vigil-node >/dev/null 2>&1; then
   local_cluster=true
 fi
 
 say "Installing the chart (CRDs, operator, RBAC, gateway, admission webhook)"
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 helm_args=(--namespace "$ns_system" --create-namespace --wait --timeout 180s
   --set "stepServiceAccount.namespaces={$ns}")
 if $local_cluster; then
@@ -53,10 +59,14 @@ operator:
     - {name: VIGIL_SLACK_API_URL, value: "http://vigil-mock-services.$ns_system.svc:9090/slack/api"}
     - {name: VIGIL_SLACK_SIGNING_SECRET, value: slack-dev-signing-secret}
 VALUES
-kubectl create namespace "$ns_system" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl get namespace "$ns_system" >/dev/null 2>&1 || kubectl create namespace "$ns_system" >/dev/null
 kubectl -n "$ns_system" create configmap vigil-slack-users --from-literal=U0SOCLEAD=soc-lead \
   --from-literal=U0SOCLEAD.groups=soc-leads --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-helm upgrade --install vigil charts/vigil "${helm_args[@]}" -f "$values" >/dev/null
+# CRDs first, with server-side apply, so a rerun upgrades them too (Helm only installs CRDs).
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for condition=established --timeout=60s \
+  crd/playbooks.vigil.dev crd/runs.vigil.dev crd/approvals.vigil.dev >/dev/null
+helm upgrade --install vigil charts/vigil "${helm_args[@]}" --skip-crds -f "$values" >/dev/null
 rm -f "$values"
 kubectl -n "$ns_system" rollout status deploy -l app.kubernetes.io/name=vigil --timeout=120s
 
@@ -65,7 +75,6 @@ kubectl -n "$ns_system" apply -f mock-services/deploy/mock-services.yaml >/dev/n
 kubectl -n "$ns_system" rollout status deploy/vigil-mock-services --timeout=120s
 
 say "Applying the playbooks in namespace $ns"
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$ns" apply -f playbooks/soc-config.yaml >/dev/null
 for pb in playbooks/*.yaml; do
   [[ $pb == */soc-config.yaml ]] || kubectl -n "$ns" apply -f "$pb"
@@ -138,4 +147,11 @@ cat <<NEXT
   kubectl get events -n $ns --field-selector involvedObject.name=$run
   curl -s $gateway/metrics | grep '^vigil_'    # Prometheus metrics
 NEXT
-$local_cluster && echo "  make cluster-down                            # stop the local cluster"
+cat <<UI
+
+  The investigation dashboard: $gateway/ui/
+  (it asks for a Kubernetes bearer token, for example: kubectl create token default -n $ns)
+UI
+if $started_cluster; then
+  echo "  make cluster-down                            # stop the local cluster"
+fi
