@@ -52,7 +52,11 @@ impl Cluster {
     /// is unset: the caller returns and the test counts as skipped.
     pub async fn start(test: &str) -> Option<Self> {
         if std::env::var_os("VIGIL_E2E").is_none() {
-            eprintln!("skipping {test}: set VIGIL_E2E=1 to run the end-to-end tests on a cluster");
+            // Straight to stderr: libtest would swallow eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping {test}: set VIGIL_E2E=1 to run the end-to-end tests on a cluster"
+            );
             return None;
         }
         let kubeconfig = kubeconfig_path();
