@@ -47,11 +47,11 @@ record() {
     verdict="FAIL (exit $2)"
     failures=$((failures + 1))
   fi
-  summary+=("$(printf '%-28s %-14s %4ss' "$1" "$verdict" "$3")")
+  summary+=("$(printf '%-38s %-14s %4ss' "$1" "$verdict" "$3")")
 }
 
 skip() {
-  summary+=("$(printf '%-28s %-14s' "$1" "SKIPPED: $2")")
+  summary+=("$(printf '%-38s %-14s' "$1" "SKIPPED: $2")")
   failures=$((failures + 1))
 }
 
