@@ -483,4 +483,44 @@ timeout_survives_restart() {
 }
 check "a deadline passed while the operator was down applies after its restart" timeout_survives_restart
 
+# === quorum ===
+
+quorum_of_two() {
+  kn apply -f - >/dev/null <<EOF || return 1
+apiVersion: vigil.dev/v1alpha1
+kind: Playbook
+metadata: {name: two-keys}
+spec:
+  inputs: {host: {type: string}}
+  steps:
+    - name: ask
+      approval:
+        message: "Wipe {{ inputs.host }}?"
+        approvers: {groups: [soc-leads]}
+        quorum: 2
+        timeout: 10m
+    - name: act
+      dependsOn: [ask]
+      image: busybox
+      command: [sh, -c, "echo wiped"]
+EOF
+  run r-quorum two-keys || return 1
+  until_true 60 has_approval r-quorum || return 1
+  local a out
+  a=$(approval_of r-quorum)
+  out=$(decide_as "$a" '{"decision":"approved","reason":"first key"}' --as=alice --as-group=soc-leads)
+  sleep 2
+  expect "decision after one approval" "$(jp approval "$a" '{.status.decision}')" "" &&
+    expect "act waits" "$(step_phase r-quorum act)" "Pending" || return 1
+  out=$(decide_as "$a" '{"decision":"approved","reason":"again"}' --as=alice --as-group=soc-leads)
+  contains "second vote by alice" "$out" "has already decided" || return 1
+  out=$(decide_as "$a" '{"decision":"approved","reason":"second key"}' --as=dave --as-group=soc-leads)
+  until_true 30 is_decided "$a" || { echo "not decided after two approvers: $out"; return 1; }
+  expect "decision" "$(jp approval "$a" '{.status.decision}')" "approved" &&
+    contains "decidedBy" "$(jp approval "$a" '{.status.decidedBy}')" "alice" &&
+    contains "decidedBy" "$(jp approval "$a" '{.status.decidedBy}')" "dave" &&
+    until_true 60 step_is r-quorum act Succeeded
+}
+check "a quorum of 2 needs two distinct approvers; one user voting twice is refused" quorum_of_two
+
 finish
