@@ -94,8 +94,19 @@ apply_crds() {
   kubectl apply --server-side --force-conflicts -f crds/ &&
     kubectl wait --for condition=established --timeout=60s crd --all
 }
-if suite "crds" apply_crds; then
-  suite "e2e (vigil-e2e)" env VIGIL_E2E=1 cargo test -p vigil-e2e -- --test-threads="${E2E_THREADS:-3}"
+# The e2e operators act as the chart's ServiceAccount (cluster scope) through impersonation, so
+# a permission the chart does not grant fails an e2e test.
+chart_identity() {
+  local ns=vigil-e2e-rbac
+  kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+  helm upgrade --install e2e-rbac charts/vigil -n "$ns" --skip-crds --set replicaCount=0 \
+    --set webhook.enabled=false --wait --timeout 60s >/dev/null &&
+    charts/vigil/tests/impersonate-kubeconfig.sh "$ns" e2e-rbac-vigil "$VIGIL_CLUSTER_DIR/e2e-operator.kubeconfig"
+}
+if suite "crds" apply_crds && suite "chart RBAC for e2e" chart_identity; then
+  suite "e2e (vigil-e2e, as the chart's ServiceAccount)" \
+    env VIGIL_E2E=1 VIGIL_E2E_OPERATOR_KUBECONFIG="$VIGIL_CLUSTER_DIR/e2e-operator.kubeconfig" \
+    cargo test -p vigil-e2e -- --test-threads="${E2E_THREADS:-3}"
 else
   skip "e2e (vigil-e2e)" "CRDs not applied"
 fi

@@ -281,10 +281,16 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The operator uses `VIGIL_E2E_OPERATOR_KUBECONFIG` when set (run-all.sh points it at the
+    /// chart's ServiceAccount through impersonation, so a permission the chart lacks fails a
+    /// test), else the fixture's own kubeconfig.
     fn new(kubeconfig: &Path, ns: &str, dir: &Path) -> Self {
+        let kubeconfig = std::env::var_os("VIGIL_E2E_OPERATOR_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| kubeconfig.to_path_buf());
         Self {
             bin: operator_bin(),
-            kubeconfig: kubeconfig.to_path_buf(),
+            kubeconfig,
             ns: ns.to_string(),
             port: free_port(),
             log: dir.join("operator.log"),
