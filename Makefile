@@ -29,3 +29,6 @@ run:
 	kubectl apply --server-side -f crds/
 	kubectl wait --for condition=established crd/playbooks.vigil.dev crd/runs.vigil.dev crd/approvals.vigil.dev
 	VIGIL_LEADER_ELECTION=false $(CARGO_TARGET_DIR)/debug/vigil-operator
+
+bench:
+	@tests/bench/run.sh
