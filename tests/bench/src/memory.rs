@@ -57,6 +57,10 @@ pub struct Sizes {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Memory {
     pub states: Vec<State>,
+    /// The size of one active and one finished Run as the API server serves it (JSON,
+    /// managedFields included), bytes.
+    pub active_run_bytes: usize,
+    pub finished_run_bytes: usize,
 }
 
 /// Measures the operator for `ns`: idle, with `active` active Runs, then restarted with
@@ -121,6 +125,14 @@ pub async fn measure(
         )
     })
     .await?;
+
+    let runs: Api<Run> = Api::namespaced(client.clone(), ns);
+    let size = |run: Option<Run>| {
+        run.and_then(|r| serde_json::to_vec(&r).ok())
+            .map_or(0, |v| v.len())
+    };
+    out.active_run_bytes = size(runs.get_opt("active-0").await?);
+    out.finished_run_bytes = size(runs.get_opt("done-0").await?);
 
     let (t, api0) = (Instant::now(), api_cpu());
     let operator = b.operator(ns, Parts::All).await?;

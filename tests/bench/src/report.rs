@@ -6,6 +6,7 @@ use crate::{
     floor::Floor,
     gateway::Gateway,
     machine::Machine,
+    memory,
     memory::Memory,
     stats::{mib, ms, percent, ratio, times},
     tax::Tax,
@@ -321,22 +322,42 @@ pub fn memory_table(m: &Memory, t: Option<&Transitions>) -> String {
             String::new(),
         ]);
     }
-    let peak = m.states.iter().map(|s| s.hwm.max(s.rss)).max().unwrap_or(0);
+    let by = |label: &str| m.states.iter().find(|s| s.label == label);
+    if let (Some(idle), Some(active), Some(restarted)) = (by("idle"), by("active"), by("restarted"))
+    {
+        let per = |more: u64, less: u64, n: usize| {
+            more.saturating_sub(less) as f64 / 1024.0 / n.max(1) as f64
+        };
+        let _ = write!(
+            s,
+            "\nPer Run in memory: {:.1} KiB active (beside {:.1} KiB of JSON as served), {:.1} KiB \
+             finished (beside {:.1} KiB of JSON), from the differences between the rows.\n",
+            per(active.rss, idle.rss, active.active),
+            m.active_run_bytes as f64 / 1024.0,
+            per(restarted.rss, active.rss, restarted.finished),
+            m.finished_run_bytes as f64 / 1024.0,
+        );
+    }
     let active = m.states.iter().map(|s| s.active).max().unwrap_or(0);
+    let peak = |st: &memory::State| st.hwm.max(st.rss);
     s += "\n";
-    s += &if active >= MEMORY_TARGET_ACTIVE {
-        format!(
-            "Target ≤ 256 MiB at {MEMORY_TARGET_ACTIVE} active Runs: {} (peak {}).\n",
-            met(peak <= MEMORY_TARGET),
-            mib(peak)
-        )
-    } else {
-        format!(
+    s += &match (by("active"), by("restarted")) {
+        (Some(a), Some(r)) if active >= MEMORY_TARGET_ACTIVE => format!(
+            "Target ≤ 256 MiB at {MEMORY_TARGET_ACTIVE} active Runs: {} with {} active Runs alone \
+             (peak {}); {} with {} finished Runs kept besides (peak {}).\n",
+            met(peak(a) <= MEMORY_TARGET),
+            a.active,
+            mib(peak(a)),
+            met(peak(r) <= MEMORY_TARGET),
+            r.finished,
+            mib(peak(r)),
+        ),
+        _ => format!(
             "Target ≤ 256 MiB at {MEMORY_TARGET_ACTIVE} active Runs: not measured at \
              {MEMORY_TARGET_ACTIVE}; at {active} active the peak was {} \
              (`--active {MEMORY_TARGET_ACTIVE} --finished 10000` measures it).\n",
-            mib(peak)
-        )
+            mib(m.states.iter().map(peak).max().unwrap_or(0))
+        ),
     };
     s
 }
@@ -514,6 +535,14 @@ const LIMITS: &str = r#"
 - **One machine.** etcd (without fsync), the API server, the controller manager, the process
   node, the operators and the bench share the CPUs, and other work on the machine shows in the
   load averages above: compare ratios, not absolute times, across machines.
+- **Finished Runs cost memory until they are deleted.** The operator caches every Run of its
+  namespaces whole (frozen playbook, status, `managedFields`), finished ones included, and the
+  resident size per cached Run is several times its JSON size (see *Per Run in memory* under
+  table 5; RSS also holds what the allocator kept after the initial list). Finished Runs stay
+  until their TTL (`VIGIL_RUN_TTL`, 168 h by default) or their playbook's `history.limit`, so
+  memory follows how many finished Runs are kept, not how many are active. Dropping
+  `managedFields` and the frozen playbook of finished Runs before they enter the cache, or a
+  default history limit, would bound it.
 - **Finished Runs in the memory figure** have no Jobs or pods, so Job and pod caches of
   finished Runs are not in those rows (see the row after the transitions for an operator with
   them).
